@@ -1,0 +1,32 @@
+"""The `auditkit` command line: one module per command, an Application object in ``ctx.obj``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from auditkit import __version__
+from auditkit.cli.app import Application, run_cli
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="auditkit")
+@click.option("-v", "--verbose", count=True, help="More detail on stderr (repeatable).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.option("--json", "json_output", is_flag=True, help="Print a machine-readable summary on stdout.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool, json_output: bool) -> None:
+    """Forget samples from a trained PyTorch model with ∇τ, audit it with membership-inference
+    attacks, and write a compliance report.
+
+    \b
+    Exit codes: 0 audit passed, 1 audit failed the policy, 2 usage error or bad input,
+    3 runtime or plugin error, 130 interrupted.
+    """
+    ctx.obj = Application(verbosity=-1 if quiet else verbose, json_output=json_output)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run_cli(cli))

@@ -1,0 +1,174 @@
+"""The four plugin contracts (datasets, models, unlearning methods, attacks) and what flows between them.
+
+A plugin is a class with a ``PLUGIN_NAME`` and an ``OPTIONS`` mapping of option names to defaults.
+Options arrive as keyword arguments (from the CLI ``--option key=value``, auditkit.toml, or code);
+unknown names are rejected with the closest valid name, and strings are coerced to the default's type.
+"""
+
+from __future__ import annotations
+
+import difflib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from auditkit.data import SampleSet
+from auditkit.errors import InputError
+from auditkit.progress import ProgressCallback, no_progress
+from auditkit.signals import SignalTable
+from auditkit.training import TrainRecipe
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    if default is None or not isinstance(value, str) or isinstance(default, str):
+        return value
+    try:
+        if isinstance(default, bool):
+            lowered = value.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(value)
+        if isinstance(default, (list, tuple)):
+            return type(default)(int(part) for part in value.split(",") if part.strip())
+        return type(default)(value)
+    except ValueError:
+        raise InputError(
+            f"option {name}={value!r} is not a valid {type(default).__name__}",
+            hint=f"pass a value like {name}={default!r}",
+        ) from None
+
+
+class Plugin:
+    """Base of every plugin: a name, documented options with defaults, and validated construction."""
+
+    PLUGIN_NAME: ClassVar[str]
+    DESCRIPTION: ClassVar[str] = ""
+    OPTIONS: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **options: Any) -> None:
+        unknown = sorted(set(options) - set(self.OPTIONS))
+        if unknown:
+            name = unknown[0]
+            close = difflib.get_close_matches(name, list(self.OPTIONS), n=1)
+            valid = ", ".join(sorted(self.OPTIONS)) or "none"
+            hint = f"did you mean {close[0]!r}?" if close else f"valid options: {valid}"
+            raise InputError(f"{self.PLUGIN_NAME} has no option {name!r}", hint=hint)
+        self.options: dict[str, Any] = {
+            key: _coerce(key, options.get(key, default), default) for key, default in self.OPTIONS.items()
+        }
+
+
+class DatasetPlugin(Plugin, ABC):
+    """Produces a :class:`SampleSet` with stable IDs and a fixed train/validation/test split."""
+
+    @abstractmethod
+    def load(self) -> SampleSet:
+        """Load the data; deterministic for the same options (the split seed is an option)."""
+
+
+class ModelPlugin(Plugin, ABC):
+    """Builds a freshly initialised ``nn.Module`` mapping ``[B, *input_shape]`` to logits ``[B, C]``."""
+
+    @abstractmethod
+    def build(self, *, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        """Return a new model; the caller seeds torch beforehand for reproducible initialisation."""
+
+
+@dataclass
+class UnlearningTask:
+    """Everything an unlearning method may use.
+
+    ``forget``, ``retain``, ``validation`` and ``test`` are ``int64`` positions into ``data``; the
+    retain set is the training split minus the forget set. ``model`` is a private copy of the original
+    model that the method may modify; ``build_model`` returns a freshly initialised model of the same
+    architecture (for retraining from scratch).
+    """
+
+    model: nn.Module
+    build_model: Callable[[], nn.Module]
+    recipe: TrainRecipe
+    data: SampleSet
+    forget: np.ndarray
+    retain: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+    seed: int
+    backend: str = "auto"
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+@dataclass
+class UnlearningOutcome:
+    """What a method returns: the new weights, a per-epoch history, and the settings it resolved."""
+
+    state_dict: dict[str, torch.Tensor]
+    history: list[dict[str, float]]
+    settings: dict[str, Any]
+    backend: str
+
+
+class UnlearningMethod(Plugin, ABC):
+    """Removes the forget set's influence from a trained model."""
+
+    @abstractmethod
+    def unlearn(self, task: UnlearningTask, *, progress: ProgressCallback = no_progress) -> UnlearningOutcome:
+        """Run the method; never modifies anything but ``task.model``."""
+
+
+@dataclass(frozen=True)
+class AttackInput:
+    """What an attack sees: signals, never a model.
+
+    ``target`` holds the candidate rows (members then non-members, in any order) and ``members`` is
+    the ``[N]`` bool mask of the member group (forget or retain samples); ``population`` holds samples
+    that no audited model was trained on (the validation split), for attacks that need reference points
+    (RMIA's z samples, calibration).
+    """
+
+    target: SignalTable
+    members: np.ndarray
+    population: SignalTable
+    seed: int
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """An attack's own headline number (e.g. the paper's cross-validated LR accuracy)."""
+
+    name: str
+    value: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    chance: float = 0.5
+
+
+@dataclass(frozen=True)
+class AttackOutput:
+    """``scores``: ``[N]`` float64, higher means more likely a member; ``statistic``: optional headline."""
+
+    scores: np.ndarray
+    statistic: Statistic | None = None
+
+
+class Attack(Plugin, ABC):
+    """A membership-inference attack: a pure function of a signal table.
+
+    An attack whose :meth:`reference_models` is > 0 asks the battery to train that many reference
+    models (on random halves of the retain set) and put their signals in
+    ``SignalTable.reference_logits``; such attacks are opt-in.
+    """
+
+    def reference_models(self) -> int:
+        """How many reference models this attack needs (0 for attacks that use the target alone)."""
+        return 0
+
+    @abstractmethod
+    def score(self, data: AttackInput) -> AttackOutput:
+        """Score every row of ``data.target``; must not look at anything but the signals given."""
