@@ -1,0 +1,231 @@
+"""The HTML compliance report: a pure view of a :class:`~auditkit.record.RunRecord`.
+
+One Jinja2 environment (autoescape on, StrictUndefined) renders ``templates/report.html``; every
+string from the record (IDs, plugin names, paths, options) is escaped. The only markup not escaped is
+the SVG charts that this module draws with matplotlib's Agg/SVG backend, with a fixed hash salt and
+no timestamp metadata, so the same record always gives the same bytes. CSS is inline and nothing is
+loaded from the network.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import jinja2
+import matplotlib
+from markupsafe import Markup
+
+from auditkit.fsutil import atomic_write_text
+from auditkit.record import RunRecord
+from auditkit.resources import resource_dir
+
+matplotlib.use("Agg")  # before pyplot could ever be imported elsewhere: the report never needs a display
+
+from matplotlib.backends.backend_svg import FigureCanvasSVG  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+MAX_EXPOSED_IDS = 25
+_MODEL_COLOURS = {"original": "#b2182b", "unlearned": "#2166ac", "retrained": "#4d9221"}
+_FALLBACK_COLOURS = ("#762a83", "#e08214", "#35978f", "#8c510a", "#01665e", "#c51b7d", "#5aae61", "#542788")
+_RC = {
+    "svg.hashsalt": "auditkit-report",  # deterministic element ids
+    "svg.fonttype": "none",  # text stays text: small, selectable, crisp in print
+    "font.family": "sans-serif",
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#dddddd",
+    "grid.linewidth": 0.6,
+    "axes.edgecolor": "#555555",
+    "legend.frameon": False,
+    "legend.fontsize": 8,
+}
+_SVG_PROLOGUE = re.compile(r"^.*?(?=<svg)", re.DOTALL)
+
+
+def _svg(figure: Figure) -> Markup:
+    """The figure as inline SVG markup (no XML prologue, no date metadata)."""
+    buffer = io.StringIO()
+    FigureCanvasSVG(figure).print_svg(buffer, metadata={"Date": None, "Creator": "auditkit"})
+    return Markup(_SVG_PROLOGUE.sub("", buffer.getvalue(), count=1))
+
+
+def _colour(name: str, index: int) -> str:
+    return _MODEL_COLOURS.get(name, _FALLBACK_COLOURS[index % len(_FALLBACK_COLOURS)])
+
+
+def _roc_chart(attacks: list[dict[str, Any]], models: Sequence[str]) -> Markup | None:
+    """Log-log ROC curves of every attack on the forget set, one panel per model."""
+    panels = [m for m in models if any(a["model"] == m and a["population"] == "forget" and a["metrics"]["roc_fpr"]
+                                       for a in attacks)]
+    if not panels:
+        return None
+    with matplotlib.rc_context(_RC):
+        figure = Figure(figsize=(3.3 * len(panels), 3.2), layout="constrained")
+        axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+        names = sorted({a["attack"] for a in attacks})
+        for ax, model in zip(axes, panels):
+            floor = 1.0
+            for a in attacks:
+                if a["model"] != model or a["population"] != "forget" or not a["metrics"]["roc_fpr"]:
+                    continue
+                metrics = a["metrics"]
+                floor = min(floor, 1.0 / max(metrics["n_nonmembers"], 1))
+                fpr = [max(x, floor) for x in metrics["roc_fpr"]]
+                tpr = [max(y, floor) for y in metrics["roc_tpr"]]
+                ax.plot(fpr, tpr, lw=1.2, color=_FALLBACK_COLOURS[names.index(a["attack"]) % len(_FALLBACK_COLOURS)],
+                        label=a["attack"], drawstyle="steps-post")
+            ax.plot([floor, 1], [floor, 1], ls="--", lw=0.8, color="#888888", label="chance")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlim(floor, 1)
+            ax.set_ylim(floor, 1.05)
+            ax.set_title(f"{model} model, forget vs test")
+            ax.set_xlabel("false positive rate")
+        axes[0].set_ylabel("true positive rate")
+        axes[-1].legend(loc="lower right")
+        return _svg(figure)
+
+
+def _loss_histograms(losses: dict[str, dict[str, list[float]]], models: Sequence[str]) -> Markup | None:
+    """Per-sample loss histograms, forget vs test, one panel per model (shared bins)."""
+    panels = [m for m in models if m in losses and losses[m].get("forget") and losses[m].get("test")]
+    if not panels:
+        return None
+    values = [v for m in panels for g in ("forget", "test") for v in losses[m][g] if v is not None]
+    # log1p bins: well-fit samples crowd near zero while forgotten ones spread to large losses
+    top = math.log1p(max(max(values), 1e-6))
+    edges = [math.expm1(top * i / 30) for i in range(31)]
+    with matplotlib.rc_context(_RC):
+        figure = Figure(figsize=(3.3 * len(panels), 2.8), layout="constrained")
+        axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+        for ax, model in zip(axes, panels):
+            for group, colour in (("test", "#999999"), ("forget", _colour(model, 0))):
+                data = [v for v in losses[model][group] if v is not None]
+                ax.hist(data, bins=edges, density=True, histtype="stepfilled", alpha=0.45, color=colour,
+                        label=f"{group} (n={len(data)})")
+            ax.set_xscale("symlog", linthresh=0.1)
+            ax.set_title(f"{model} model")
+            ax.set_xlabel("cross-entropy loss")
+            ax.legend(loc="upper right")
+        axes[0].set_ylabel("density")
+        return _svg(figure)
+
+
+def _history_chart(history: list[dict[str, Any]]) -> Markup | None:
+    """MIA, τ and forget loss over the unlearning epochs."""
+    if not history:
+        return None
+    epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
+
+    def series(key: str) -> list[float]:
+        return [math.nan if h.get(key) is None else float(h[key]) for h in history]
+
+    with matplotlib.rc_context(_RC):
+        figure = Figure(figsize=(6.8, 2.8), layout="constrained")
+        left, right = figure.subplots(1, 2, squeeze=True)
+        if any(h.get("mia") is not None for h in history):
+            left.plot(epochs, series("mia"), marker="o", ms=3, color=_MODEL_COLOURS["unlearned"], label="LR-loss MIA")
+        left.axhline(0.5, ls="--", lw=0.8, color="#888888", label="chance (0.5)")
+        left.set_title("membership attack over epochs")
+        left.set_xlabel("epoch")
+        left.set_ylabel("MIA accuracy (forget vs test)")
+        left.legend(loc="best")
+        right.plot(epochs, series("forget_loss"), marker="o", ms=3, color=_MODEL_COLOURS["original"], label="forget loss")
+        right.plot(epochs, series("tau"), ls="--", color="#333333", label="τ (validation loss)")
+        if any(h.get("retain_loss") is not None for h in history):
+            right.plot(epochs, series("retain_loss"), lw=1, color=_MODEL_COLOURS["retrained"], label="retain loss")
+        right.set_title("forget loss vs τ")
+        right.set_xlabel("epoch")
+        right.set_ylabel("mean cross-entropy")
+        right.legend(loc="best")
+        return _svg(figure)
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}f}"
+
+
+def _interval(pair: Any, digits: int = 3) -> str:
+    if not pair or any(v is None for v in pair):
+        return "—"
+    return f"[{_number(pair[0], digits)}, {_number(pair[1], digits)}]"
+
+
+def _percent(value: Any) -> str:
+    return "—" if value is None else f"{100 * float(value):.1f} %"
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(num=_number, interval=_interval, percent=_percent)
+    return env
+
+
+def _model_order(names: Sequence[str]) -> list[str]:
+    preferred = [m for m in ("original", "unlearned", "retrained") if m in names]
+    return preferred + sorted(set(names) - set(preferred))
+
+
+def report_context(record: RunRecord) -> dict[str, Any]:
+    """Everything the template needs, derived from the record only (no model work)."""
+    audit = record.audit
+    attacks = audit["attacks"] if audit else []
+    models = _model_order(sorted({a["model"] for a in attacks} | ({u["model"] for u in audit["utility"]} if audit else set())))
+    forget_rows: list[dict[str, Any]] = []
+    retain_rows: list[dict[str, Any]] = []
+    if audit:
+        verdicts = {v["attack"]: v for v in audit["verdicts"]}
+        for name in sorted({a["attack"] for a in attacks}):
+            by_model = {a["model"]: a for a in attacks if a["attack"] == name and a["population"] == "forget"}
+            if by_model:
+                forget_rows.append({"attack": name, "by_model": by_model, "verdict": verdicts.get(name)})
+            retain = {a["model"]: a for a in attacks if a["attack"] == name and a["population"] == "retain"}
+            if retain:
+                retain_rows.append({"attack": name, "by_model": retain})
+    exposures = audit["exposures"][:MAX_EXPOSED_IDS] if audit else []
+    return {
+        "record": record,
+        "audit": audit,
+        "models": models,
+        "forget_rows": forget_rows,
+        "retain_rows": retain_rows,
+        "exposures": exposures,
+        "exposures_total": len(audit["exposures"]) if audit else 0,
+        "exposures_flagged": sum(1 for e in audit["exposures"] if e["exceeds_1pct_fpr"]) if audit else 0,
+        "roc_chart": _roc_chart(attacks, models) if audit else None,
+        "loss_chart": _loss_histograms(audit["losses"], models) if audit else None,
+        "history_chart": _history_chart(record.history),
+        "history_keys": [k for k in ("epoch", "tau", "alpha", "lr", "forget_loss", "retain_loss",
+                                     "forget_below_tau", "test_accuracy", "mia")
+                         if any(k in h for h in record.history)],
+    }
+
+
+def render_report(record: RunRecord) -> str:
+    """The self-contained HTML report of ``record``; identical bytes for an identical record."""
+    return _environment().get_template("report.html").render(**report_context(record))
+
+
+def write_report(record: RunRecord, path: str | os.PathLike[str]) -> None:
+    """Render ``record`` and write the HTML atomically to ``path``."""
+    atomic_write_text(path, render_report(record))
