@@ -5,8 +5,9 @@ when a key is set in ``AUDITKIT_TRAIL_KEY``, an ``"hmac"`` (HMAC-SHA256 of the s
 Editing, deleting, inserting or reordering any line breaks the chain at that line or the next, which
 :func:`verify_trail` names. The chain alone cannot notice a change to the *last* line's contents or the
 removal of the last line(s); the HMAC catches the former, and :func:`verify_trail` cross-checks every
-entry against the run record it names (when that record is still on disk), and prints the head hash so
-an auditor can anchor it elsewhere.
+entry against the run record it names (when that record is still on disk) and reports run folders
+beside the trail whose record no line names (lines removed from the end); the head hash it prints can
+be anchored elsewhere for everything else.
 
 Appends hold an exclusive lock and replace the whole file atomically (temp file + fsync + rename), so a
 killed process leaves the old trail or the new one, never half a line.
@@ -29,9 +30,11 @@ from auditkit.errors import InputError, RunError
 from auditkit.fsutil import atomic_write_bytes, sha256_bytes, sha256_file
 
 TRAIL_KEY_ENV = "AUDITKIT_TRAIL_KEY"
+RECORD_FILE = "record.json"
 GENESIS_SHA256 = "0" * 64
 
 # Entry fields that must agree with the run record a trail line points at.
+_CHAIN_BROKEN = "chain"
 _MIRRORED_FIELDS = ("kind", "passed", "request_sha256", "original_sha256", "unlearned_sha256")
 
 
@@ -160,12 +163,12 @@ def _check_line(text: str, position: int, prev: str, key: bytes | None) -> tuple
         return None, "does not have the fields index, prev_sha256 and entry"
     if not isinstance(obj["entry"], dict):
         return None, "has an entry that is not an object"
-    if canonical_json(obj) != text:
-        return None, "is not in canonical form (it was edited by hand)"
     if obj["index"] != position:
         return None, f"has index {obj['index']!r} where {position} was expected (a line was inserted, deleted or moved)"
     if obj["prev_sha256"] != prev:
-        return None, "does not chain to the line before it (that line, or this one, was changed, inserted, deleted or moved)"
+        return None, _CHAIN_BROKEN
+    if canonical_json(obj) != text:
+        return None, "is not in canonical form (it was edited by hand)"
     if key is not None:
         if "hmac" not in obj:
             return None, f"has no HMAC although {TRAIL_KEY_ENV} is set"
@@ -210,18 +213,38 @@ def verify_trail(path: str | os.PathLike[str], *, key: bytes | None = None, chec
     lines = _read_lines(target)
     check = TrailCheck(path=str(target), lines=len(lines), keyed=False, head_sha256=GENESIS_SHA256)
     prev = GENESIS_SHA256
+    entries: list[dict[str, Any]] = []
     for position, text in enumerate(lines):
         obj, problem = _check_line(text, position, prev, key)
         if problem is None and check_records:
             problem, warning = _check_record(obj["entry"], target.parent)
             if warning:
                 check.warnings.append(f"line {position + 1}: {warning}")
+        if problem == _CHAIN_BROKEN:
+            # The link is stored in this line but the edit was almost always to the one before it, so
+            # that is the line named (line 1 when the chain does not start at the genesis hash).
+            check.bad_line = max(position, 1)
+            check.problem = (f"line {position + 1} does not chain to line {position}: line {position} was changed "
+                             f"(or line {position + 1}'s link to it was)" if position else
+                             "line 1 does not start the chain (lines were removed from the start)")
+            return check
         if problem is not None:
             check.bad_line, check.problem = position + 1, f"line {position + 1} {problem}"
             return check
         check.keyed = check.keyed or "hmac" in obj
+        entries.append(obj["entry"])
         prev = sha256_bytes(text.encode("utf-8"))
     check.head_sha256 = prev
+    if check_records:
+        named = {(target.parent / str(e.get("record", ""))).resolve() for e in entries}
+        orphans = sorted(p for p in target.parent.glob(f"*/{RECORD_FILE}") if p.resolve() not in named)
+        if orphans:
+            # Runs append their line before their folder appears, so a record the trail does not name
+            # means lines were removed from the end (the one edit a hash chain cannot see by itself).
+            check.bad_line = len(lines) + 1
+            check.problem = (f"line {len(lines) + 1} is missing: {orphans[0].relative_to(target.parent)} is not in the "
+                             f"trail (lines were removed from its end)")
+            return check
     if check.keyed and key is None:
         check.warnings.append(f"the trail carries HMACs; set {TRAIL_KEY_ENV} to check them")
     return check
