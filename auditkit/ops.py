@@ -3,18 +3,43 @@
 Backends: ``"cpu"`` and ``"cuda"`` run the fused C++/CUDA extension in csrc/; ``"reference"`` is the
 same math in pure PyTorch; ``"auto"`` picks the fused backend for the tensors' device and fails loudly
 (never silently falls back) when the extension cannot be built.
+
+The extension is compiled just in time with ninja on first use (about a minute on two cores) into a
+cache directory keyed by a hash of the sources, the torch version and the compiler flags
+(``$AUDITKIT_CACHE_DIR``, default ``~/.cache/auditkit``); later processes load the cached library
+directly. The CPU kernel is compiled for the host's widest vector instruction set, which is why the
+library is built on the machine that runs it rather than shipped prebuilt.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
 from auditkit.errors import InputError, OpBuildError
+from auditkit.fsutil import atomic_write_text
+from auditkit.resources import resource_dir
 
 BACKENDS = ("auto", "cpu", "cuda", "reference")
+
+_SOURCES = ("nabla_tau.cpp", "nabla_tau_cpu.cpp")
+_CUDA_SOURCES = ("nabla_tau_cuda.cu",)
+_HEADERS = ("nabla_tau.h", "nabla_tau_checks.h")
+# Flags ATen itself uses for its AVX2 / AVX-512 kernels; at::vec picks its vector types from the
+# CPU_CAPABILITY_* macro, so without them Vectorized<float>::exp is a scalar loop.
+_ISA_FLAGS = {
+    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma",
+               "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"],
+    "AVX2": ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
+}
+_COMPLETE_MARKER = "build-complete"
 
 
 @dataclass(frozen=True)
@@ -38,17 +63,210 @@ class NablaTauResult:
     backend: str
 
 
+@dataclass(frozen=True)
+class BuildPlan:
+    """How the extension is (or would be) built on this machine.
+
+    Attributes:
+        name: library name, ``auditkit_ops_<hash>``; the hash covers sources, torch and flags.
+        directory: the build directory inside the cache.
+        sources: absolute paths of the compiled files.
+        cflags: C++ flags (optimisation and the vector ISA).
+        cuda_cflags: nvcc flags (empty without CUDA).
+        with_cuda: whether the CUDA kernel is part of the build.
+        cpu_isa: the vector ISA the CPU kernel targets (``AVX512``, ``AVX2`` or ``DEFAULT``).
+    """
+
+    name: str
+    directory: Path
+    sources: tuple[Path, ...]
+    cflags: tuple[str, ...]
+    cuda_cflags: tuple[str, ...]
+    with_cuda: bool
+    cpu_isa: str
+
+    @property
+    def library(self) -> Path:
+        """The shared library the build produces."""
+        return self.directory / f"{self.name}.so"
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """What ``auditkit doctor`` shows about the op backends.
+
+    Attributes:
+        plan: the build plan for this machine.
+        built: whether the cached library exists (it may not be loaded yet).
+        loaded: whether this process has loaded it.
+        cuda_available: whether torch sees a CUDA device.
+        error: the build error of this process, if a build failed.
+    """
+
+    plan: BuildPlan
+    built: bool
+    loaded: bool
+    cuda_available: bool
+    error: str | None
+
+    @property
+    def available(self) -> tuple[str, ...]:
+        """Backends usable right now without a build (``reference`` always is)."""
+        fused = ("cpu", "cuda") if self.plan.with_cuda else ("cpu",)
+        return (*fused, "reference") if self.built else ("reference",)
+
+
+_lock = threading.Lock()
+_loaded_plan: BuildPlan | None = None
+_build_error: OpBuildError | None = None
+
+
+def _cache_root() -> Path:
+    override = os.environ.get("AUDITKIT_CACHE_DIR")
+    return Path(override) if override else Path.home() / ".cache" / "auditkit"
+
+
+def _cuda_wanted() -> bool:
+    return torch.version.cuda is not None and torch.cuda.is_available()
+
+
+def build_plan() -> BuildPlan:
+    """The build this machine needs: sources, flags and the cache directory keyed by their hash."""
+    csrc = resource_dir("csrc")
+    with_cuda = _cuda_wanted()
+    sources = tuple(csrc / name for name in _SOURCES + (_CUDA_SOURCES if with_cuda else ()))
+    cpu_isa = torch.backends.cpu.get_cpu_capability()
+    cflags = ("-O3", *_ISA_FLAGS.get(cpu_isa, []))
+    cuda_cflags = ("-O3", "--use_fast_math") if with_cuda else ()
+    digest = hashlib.sha256()
+    for path in sorted(sources + tuple(csrc / name for name in _HEADERS)):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    for part in (torch.__version__, str(torch.version.cuda), os.environ.get("CXX", "c++"),
+                 os.environ.get("TORCH_CUDA_ARCH_LIST", ""), *cflags, *cuda_cflags):
+        digest.update(part.encode())
+    name = f"auditkit_ops_{digest.hexdigest()[:16]}"
+    return BuildPlan(name=name, directory=_cache_root() / "ops" / name, sources=sources,
+                     cflags=cflags, cuda_cflags=cuda_cflags, with_cuda=with_cuda,
+                     cpu_isa=cpu_isa if cpu_isa in _ISA_FLAGS else "DEFAULT")
+
+
+def _first_error_lines(text: str, limit: int = 6) -> str:
+    lines = [line.strip() for line in text.splitlines() if re.search(r"error|Error|not found", line)]
+    return "\n".join(lines[:limit]) or text.strip()[-800:]
+
+
+def build_extension(*, verbose: bool = False) -> BuildPlan:
+    """Build (first time) or load (cached) the fused op into this process; idempotent.
+
+    Raises:
+        OpBuildError: the compiler failed or is missing; the message quotes its first error lines.
+    """
+    global _loaded_plan, _build_error
+    with _lock:
+        if _loaded_plan is not None:
+            return _loaded_plan
+        if _build_error is not None:
+            raise _build_error
+        plan = build_plan()
+        try:
+            if (plan.directory / _COMPLETE_MARKER).is_file() and plan.library.is_file():
+                torch.ops.load_library(str(plan.library))
+            else:
+                _compile(plan, verbose=verbose)
+        except (RuntimeError, OSError, ImportError) as exc:
+            _build_error = OpBuildError(
+                f"the fused ∇τ op could not be built in {plan.directory}:\n{_first_error_lines(str(exc))}",
+                hint="install a C++17 compiler (g++) and ninja, or run with --backend reference",
+            )
+            raise _build_error from exc
+        _register_python_parts()
+        _loaded_plan = plan
+        return plan
+
+
+def _compile(plan: BuildPlan, *, verbose: bool) -> None:
+    from torch.utils import cpp_extension  # only needed when building: importing it costs ~0.3 s
+
+    plan.directory.mkdir(parents=True, exist_ok=True)
+    cpp_extension.load(
+        name=plan.name,
+        sources=[str(path) for path in plan.sources],
+        extra_cflags=list(plan.cflags),
+        extra_cuda_cflags=list(plan.cuda_cflags),
+        build_directory=str(plan.directory),
+        with_cuda=plan.with_cuda,
+        is_python_module=False,
+        verbose=verbose,
+    )
+    atomic_write_text(plan.directory / _COMPLETE_MARKER, f"{torch.__version__}\n")
+
+
+def backend_status() -> BackendStatus:
+    """Report the build plan and whether the fused op is built and loaded (builds nothing)."""
+    plan = build_plan()
+    built = (plan.directory / _COMPLETE_MARKER).is_file() and plan.library.is_file()
+    return BackendStatus(plan=plan, built=built, loaded=_loaded_plan is not None,
+                         cuda_available=torch.cuda.is_available(),
+                         error=None if _build_error is None else _build_error.message)
+
+
+def _fake_kernel(forget_logits, forget_labels, retain_logits, retain_labels, tau, alpha, per_sample):
+    acc_dtype = torch.float64 if forget_logits.dtype == torch.float64 else torch.float32
+
+    def stat(*shape: int) -> torch.Tensor:
+        return forget_logits.new_empty(shape, dtype=acc_dtype)
+
+    bf, br = forget_logits.shape[0], retain_logits.shape[0]
+    return (stat(), stat(bf), stat(br), stat(bf), stat(br),
+            forget_logits.new_empty(forget_logits.shape), retain_logits.new_empty(retain_logits.shape))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(output[5], output[6])
+
+
+def _is_plain_cpu_one(grad: torch.Tensor) -> bool:
+    # Under torch.compile the gradient is a fake/functional subclass and we take the traced multiply.
+    return type(grad) is torch.Tensor and grad.device.type == "cpu" and grad.numel() == 1 and grad.item() == 1.0
+
+
+def _backward(ctx, grad_loss, *_unused_grads):
+    # The kernel already wrote d loss / d logits; the per-sample outputs are not differentiable.
+    forget_grad, retain_grad = ctx.saved_tensors
+    if not _is_plain_cpu_one(grad_loss):
+        forget_grad = (forget_grad * grad_loss).to(forget_grad.dtype)
+        retain_grad = (retain_grad * grad_loss).to(retain_grad.dtype)
+    return forget_grad, None, retain_grad, None, None, None, None
+
+
+def _register_python_parts() -> None:
+    torch.library.register_fake("auditkit::nabla_tau_loss", _fake_kernel)
+    torch.library.register_autograd("auditkit::nabla_tau_loss", _backward, setup_context=_setup_context)
+
+
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """Map ``backend`` (one of :data:`BACKENDS`) to the concrete backend for ``device``."""
+    """Map ``backend`` (one of :data:`BACKENDS`) to the concrete backend for ``device``.
+
+    A fused backend is built (or loaded from the cache) here, so a missing compiler fails before any
+    heavy work, with an :class:`~auditkit.errors.OpBuildError` that suggests ``--backend reference``.
+    """
     if backend not in BACKENDS:
         raise InputError(f"unknown op backend {backend!r}", hint=f"choose one of {', '.join(BACKENDS)}")
     if backend == "reference":
         return "reference"
     concrete = device.type if backend == "auto" else backend
+    if concrete not in ("cpu", "cuda"):
+        raise InputError(f"the fused op has no kernel for {device.type} tensors",
+                         hint="use --backend reference")
     if concrete != device.type:
         raise InputError(f"backend {backend!r} cannot run tensors on {device.type}",
                          hint=f"use --backend auto or --backend {device.type}")
-    raise OpBuildError("the fused op is not built yet", hint="use --backend reference")
+    plan = build_extension()
+    if concrete == "cuda" and not plan.with_cuda:
+        raise OpBuildError("the fused op was built without its CUDA kernel (torch has no CUDA device)",
+                           hint="install a CUDA build of torch, or use --backend reference")
+    return concrete
 
 
 def _reference(forget_logits, forget_labels, retain_logits, retain_labels, tau, alpha, per_sample):
@@ -89,18 +307,38 @@ def nabla_tau_loss(
 ) -> NablaTauResult:
     """The ∇τ loss ``α·ReLU(τ − mean ℓf)² + (1−α)·mean ℓr`` (or per-sample ReLU) in one pass.
 
+    The fused backends compute cross-entropy, gradient norms and ``d loss / d logits`` of both sets in
+    one sweep over the logits (max-subtracted logsumexp: safe for logits up to ±1e4); the backward
+    pass only scales the stored gradients by the incoming one (and skips even that when it is 1).
+    Gradients are first order only. float16/bfloat16 logits accumulate in float32, and ``loss`` and
+    the per-sample outputs are then float32.
+
+    An empty set (``Bf = 0`` or ``Br = 0``) contributes nothing: its term of the loss is 0 and its
+    per-sample outputs are empty, so ``Bf = 0`` gives ``(1−α)·mean ℓr``.
+
     Args:
         forget_logits: ``[Bf, C]`` logits of the forget batch.
-        forget_labels: ``[Bf]`` int64 labels.
-        retain_logits: ``[Br, C]`` logits of the retain batch.
-        retain_labels: ``[Br]`` int64 labels.
+        forget_labels: ``[Bf]`` int64 labels in ``[0, C)``.
+        retain_logits: ``[Br, C]`` logits of the retain batch (same ``C`` and dtype).
+        retain_labels: ``[Br]`` int64 labels in ``[0, C)``.
         tau: the target loss τ (mean validation loss).
         alpha: weight of the forget term in [0, 1].
         per_sample: ``α·mean_i ReLU(τ − ℓf_i)²`` instead of the batch form.
         backend: one of :data:`BACKENDS`.
+
+    Raises:
+        InputError: unknown backend, or a backend that cannot run on the tensors' device.
+        OpBuildError: a fused backend was asked for (``auto`` included) and the extension cannot be
+            built.
+        RuntimeError: bad tensors (from the kernel's checks, naming the argument).
     """
     concrete = resolve_backend(backend, forget_logits.device)
-    return _reference(forget_logits, forget_labels, retain_logits, retain_labels, tau, alpha, per_sample)
+    if concrete == "reference":
+        return _reference(forget_logits, forget_labels, retain_logits, retain_labels, tau, alpha, per_sample)
+    loss, f_losses, r_losses, f_norms, r_norms, _, _ = torch.ops.auditkit.nabla_tau_loss.default(
+        forget_logits, forget_labels, retain_logits, retain_labels, float(tau), float(alpha), bool(per_sample))
+    return NablaTauResult(loss, f_losses.detach(), r_losses.detach(), f_norms.detach(), r_norms.detach(),
+                          concrete)
 
 
 def cross_entropy_stats(
@@ -108,5 +346,6 @@ def cross_entropy_stats(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample cross-entropy ``[B]`` and logit-gradient norm ``[B]`` (no autograd)."""
     with torch.no_grad():
-        result = nabla_tau_loss(logits[:0], labels[:0], logits, labels, tau=0.0, alpha=0.0, backend=backend)
+        # α = 1 zeroes the retain set's weight, so the fused kernel skips computing its gradient.
+        result = nabla_tau_loss(logits[:0], labels[:0], logits, labels, tau=0.0, alpha=1.0, backend=backend)
     return result.retain_losses, result.retain_grad_norms
