@@ -66,7 +66,15 @@ class Plugin:
 
 
 class DatasetPlugin(Plugin, ABC):
-    """Produces a :class:`SampleSet` with stable IDs and a fixed train/validation/test split."""
+    """Produces a :class:`SampleSet` with stable IDs and a fixed train/validation/test split.
+
+    ``DEFAULT_MODEL``, ``DEFAULT_MODEL_OPTIONS`` and ``DEFAULT_RECIPE`` are what ``auditkit train``
+    uses when no model or recipe is given: a combination that leaves a measurable membership signal.
+    """
+
+    DEFAULT_MODEL: ClassVar[str] = "mlp"
+    DEFAULT_MODEL_OPTIONS: ClassVar[dict[str, Any]] = {}
+    DEFAULT_RECIPE: ClassVar[TrainRecipe] = TrainRecipe()
 
     @abstractmethod
     def load(self) -> SampleSet:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import beta, norm, rankdata
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
+
+from auditkit.results import AttackMetrics
 
 
 def lr_mia_accuracies(
@@ -33,3 +37,150 @@ def lr_mia_accuracies(
     labels = np.concatenate([np.ones(n, dtype=np.int64), np.zeros(n, dtype=np.int64)])
     cv = StratifiedShuffleSplit(n_splits=n_splits, random_state=seed)
     return cross_val_score(LogisticRegression(), values, labels, cv=cv, scoring="accuracy")
+
+
+DELTA = 1e-5
+"""The δ at which :func:`epsilon_lower_bound` states ε."""
+
+
+def _check_scores(scores: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    members = np.asarray(members, dtype=bool).ravel()
+    if len(scores) != len(members):
+        raise ValueError(f"{len(scores)} scores but {len(members)} membership labels")
+    if members.all() or not members.any():
+        raise ValueError("membership metrics need at least one member and one non-member")
+    if not np.isfinite(scores).all():
+        raise ValueError("membership scores must be finite")
+    return scores, members
+
+
+def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
+    """Highest TPR among ROC points whose FPR is at most ``target`` (direction: higher = more leakage)."""
+    return float(tpr[fpr <= target + 1e-12].max())
+
+
+def epsilon_lower_bound(
+    fpr: np.ndarray, tpr: np.ndarray, *, n_members: int, n_nonmembers: int, delta: float = DELTA,
+    confidence: float = 0.95,
+) -> float:
+    """An empirical lower bound on ε for (ε, δ)-DP from an ROC curve, at ``confidence`` (Jagielski et al. 2020).
+
+    Any (ε, δ)-DP mechanism satisfies ``TPR ≤ e^ε·FPR + δ`` and ``1 − FPR ≤ e^ε·(1 − TPR) + δ``. Point
+    estimates of TPR/FPR would overstate ε, so each threshold uses a Clopper–Pearson lower bound on the
+    rate in the numerator and an upper bound on the one in the denominator; the result is the largest
+    ε over thresholds, 0 when nothing beats chance.
+    """
+    alpha = 1 - confidence
+    tp = np.rint(tpr * n_members)
+    fp = np.rint(fpr * n_nonmembers)
+
+    def lower(k, n):
+        return np.where(k > 0, beta.ppf(alpha / 2, k, n - k + 1), 0.0)
+
+    def upper(k, n):
+        return np.where(k < n, beta.ppf(1 - alpha / 2, k + 1, n - k), 1.0)
+
+    tpr_low, fpr_high = lower(tp, n_members), upper(fp, n_nonmembers)
+    tnr_low, fnr_high = lower(n_nonmembers - fp, n_nonmembers), upper(n_members - tp, n_members)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bounds = np.concatenate([np.log((tpr_low - delta) / fpr_high), np.log((tnr_low - delta) / fnr_high)])
+    bounds = bounds[np.isfinite(bounds)]
+    return float(max(bounds.max(initial=0.0), 0.0))
+
+
+def bootstrap_auc_accuracy(
+    scores: np.ndarray, members: np.ndarray, *, seed: int, rounds: int = 200
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[rounds]`` bootstrap replicates of the AUC and of the best-threshold balanced accuracy.
+
+    Members and non-members are resampled separately (their counts are fixed by the audit design), with
+    a seeded generator, so the same inputs always give the same intervals.
+    """
+    scores, members = _check_scores(scores, members)
+    rng = np.random.default_rng(seed)
+    pos, neg = scores[members], scores[~members]
+    n_pos, n_neg = len(pos), len(neg)
+    sample = np.concatenate(
+        [pos[rng.integers(0, n_pos, (rounds, n_pos))], neg[rng.integers(0, n_neg, (rounds, n_neg))]], axis=1
+    )
+    # Mann–Whitney form of the AUC with midranks, i.e. exactly roc_auc_score on every replicate.
+    ranks = rankdata(sample, axis=1)
+    auc = (ranks[:, :n_pos].sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    # Best-threshold balanced accuracy: sweep thresholds from the top score down, only cutting between
+    # distinct values so tied scores fall on the same side.
+    order = np.argsort(-sample, axis=1, kind="stable")
+    sorted_scores = np.take_along_axis(sample, order, axis=1)
+    is_member = order < n_pos
+    tpr = np.cumsum(is_member, axis=1) / n_pos
+    fpr = np.cumsum(~is_member, axis=1) / n_neg
+    valid = np.ones_like(is_member)
+    valid[:, :-1] = sorted_scores[:, :-1] != sorted_scores[:, 1:]
+    balanced = np.where(valid, (tpr + 1 - fpr) / 2, 0.0).max(1)
+    return auc, np.maximum(balanced, 0.5)
+
+
+def percentile_interval(replicates: np.ndarray, *, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` percentile interval of bootstrap ``replicates``."""
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(replicates, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def attack_metrics(
+    scores: np.ndarray,
+    members: np.ndarray,
+    *,
+    seed: int,
+    bootstrap_rounds: int = 200,
+    roc_points: int = 60,
+) -> AttackMetrics:
+    """Every membership metric of one attack's ``[N]`` scores (higher = member) against the ``[N]`` bool mask.
+
+    AUC and the ROC come from :func:`sklearn.metrics.roc_auc_score` / :func:`sklearn.metrics.roc_curve`;
+    the balanced accuracy includes the "all non-member" threshold, so it is never below 0.5. A warning is
+    added for each fixed FPR (1 %, 0.1 %) that fewer than 1/FPR non-members cannot resolve: the TPR
+    reported there is then the TPR at zero false positives.
+    """
+    scores, members = _check_scores(scores, members)
+    n_members, n_nonmembers = int(members.sum()), int((~members).sum())
+    fpr, tpr, _ = roc_curve(members, scores, drop_intermediate=False)
+    auc_replicates, accuracy_replicates = bootstrap_auc_accuracy(
+        scores, members, seed=seed, rounds=bootstrap_rounds
+    )
+    grid = roc_grid(n_nonmembers, points=roc_points)
+    warnings = [
+        f"only {n_nonmembers} non-members: TPR at {label} FPR is the TPR at zero false positives "
+        f"(resolving {label} needs at least {int(round(1 / target))})"
+        for target, label in ((0.01, "1 %"), (0.001, "0.1 %"))
+        if n_nonmembers * target < 1
+    ]
+    return AttackMetrics(
+        auc=float(roc_auc_score(members, scores)),
+        auc_ci=percentile_interval(auc_replicates),
+        balanced_accuracy=float(((tpr + 1 - fpr) / 2).max()),
+        balanced_accuracy_ci=percentile_interval(accuracy_replicates),
+        tpr_at_1pct_fpr=tpr_at_fpr(fpr, tpr, 0.01),
+        tpr_at_01pct_fpr=tpr_at_fpr(fpr, tpr, 0.001),
+        advantage=float(np.abs(tpr - fpr).max()),
+        epsilon_lower_bound=epsilon_lower_bound(fpr, tpr, n_members=n_members, n_nonmembers=n_nonmembers),
+        n_members=n_members,
+        n_nonmembers=n_nonmembers,
+        roc_fpr=grid.tolist(),
+        roc_tpr=tpr[np.searchsorted(fpr, grid + 1e-12, side="right") - 1].tolist(),
+        warnings=warnings,
+    )
+
+
+def roc_grid(n_nonmembers: int, *, points: int = 60) -> np.ndarray:
+    """FPR values at which to sample an ROC for plotting: 0, log-spaced from 1/n to 1 (for log-log plots)."""
+    low = np.log10(1 / max(n_nonmembers, 1))
+    return np.unique(np.concatenate([[0.0], np.logspace(low, 0, points - 1)]))
+
+
+def wilson_interval(accuracy: float, n: int, *, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``accuracy`` observed over ``n`` trials."""
+    z = norm.ppf(0.5 + level / 2)
+    centre = (accuracy + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z / (1 + z**2 / n) * np.sqrt(accuracy * (1 - accuracy) / n + z**2 / (4 * n**2))
+    return float(centre - half), float(centre + half)

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
+import torch
+from torch import nn
+
+from auditkit.data import SampleSet
+from auditkit.errors import InputError
+from auditkit.ops import cross_entropy_stats
+from auditkit.training import predict_logits
 
 SIGNAL_COLUMNS = (
     "loss",
@@ -34,6 +42,8 @@ class SignalTable:
         grad_norm: ``[N]`` ``‖softmax - onehot(y)‖₂`` (from the fused op).
         reference_logits: optional ``[K, N, C]`` logits of K reference models that never trained on
             any forget, test or validation sample.
+        reference_members: optional ``[K, N]`` bool, True where reference model k trained on row n
+            (only retain rows can be True).
     """
 
     model: str
@@ -48,6 +58,7 @@ class SignalTable:
     scaled_confidence: np.ndarray
     grad_norm: np.ndarray
     reference_logits: np.ndarray | None = None
+    reference_members: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -59,9 +70,101 @@ class SignalTable:
             value = getattr(self, f.name)
             if f.name == "model" or value is None:
                 continue
-            values[f.name] = value[:, index] if f.name == "reference_logits" else value[index]
+            values[f.name] = value[:, index] if f.name.startswith("reference_") else value[index]
         return replace(self, **values)
 
     def group(self, name: str) -> SignalTable:
         """The rows of one group (``"forget"``, ``"retain"``, ``"test"``, ``"validation"``)."""
         return self.take(self.groups == name)
+
+    def reference_log_odds(self) -> np.ndarray:
+        """``[K, N]`` logit-scaled confidence ``log(p_y / (1 - p_y))`` under each reference model."""
+        if self.reference_logits is None:
+            raise InputError(f"the signals of {self.model!r} carry no reference models",
+                             hint="run the attack through the battery, which trains the reference models it asks for")
+        return true_class_log_odds(self.reference_logits, self.labels)
+
+
+def true_class_log_odds(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``log(p_y / (1 - p_y)) = z_y − logsumexp_{i≠y} z_i`` for logits ``[..., N, C]`` and labels ``[N]``.
+
+    Exact where ``p_y`` rounds to 1 (well-fit training samples), unlike ``log p - log1p(-p)``.
+    """
+    logits = torch.as_tensor(np.asarray(logits, dtype=np.float64))
+    index = torch.as_tensor(np.asarray(labels, dtype=np.int64)).expand(logits.shape[:-1]).unsqueeze(-1)
+    true = logits.gather(-1, index).squeeze(-1)
+    others = logits.scatter(-1, index, float("-inf")).logsumexp(-1)
+    return (true - others).numpy()
+
+
+def compute_signals(
+    model: nn.Module,
+    data: SampleSet,
+    positions: np.ndarray,
+    groups: np.ndarray,
+    *,
+    model_name: str,
+    backend: str = "auto",
+    reference_models: Sequence[nn.Module] | None = None,
+    reference_members: np.ndarray | None = None,
+) -> SignalTable:
+    """One forward pass of ``model`` over ``data[positions]`` and every per-sample signal, in float64.
+
+    Args:
+        model: maps ``[B, *input_shape]`` to logits ``[B, C]``; evaluated in eval mode on its own device.
+        positions: ``[N]`` int64 positions into ``data``.
+        groups: ``[N]`` group name of each row (``"forget"``, ``"retain"``, ``"test"``, ``"validation"``).
+        model_name: recorded in the table (``"original"``, ``"unlearned"``, ...).
+        backend: op backend for the logit-gradient norm (see :mod:`auditkit.ops`).
+        reference_models: optional K reference models; their logits go to ``reference_logits [K, N, C]``.
+        reference_members: optional ``[K, N]`` bool, which rows each reference model trained on.
+    """
+    positions = np.asarray(positions, dtype=np.int64)
+    groups = np.asarray(groups)
+    if len(groups) != len(positions):
+        raise InputError("positions and groups differ in length", hint="pass one group name per position")
+    features, labels = data.subset(positions)
+    device = _device_of(model)
+    # Float32 log-probabilities of well-fit samples round to exactly 0 and tie, which distorts AUCs,
+    # so every score below is computed from float64 logits.
+    logits = predict_logits(model, features.to(device)).double()
+    device_labels = labels.to(device)
+    _, grad_norm = cross_entropy_stats(logits, device_labels, backend=backend)
+    logits = logits.cpu()
+    log_probs = logits.log_softmax(1)
+    probs = log_probs.exp()
+    true_log_prob = log_probs.gather(1, labels[:, None]).squeeze(1)
+    log_odds = torch.as_tensor(true_class_log_odds(logits.numpy(), labels.numpy()))
+    # 1 - p_y from the exact log-odds (log(1 - p_y) = log p_y - log-odds), not by cancellation.
+    true_complement = (true_log_prob - log_odds).exp()
+    # For i ≠ y, log(1 - p_i) = log(-expm1(log p_i)) is accurate except when p_i rounds to 1, i.e. on
+    # confidently wrong rows; the clamp keeps those terms large and finite instead of infinite.
+    log_complement = torch.log(-torch.expm1(log_probs).clamp(max=-torch.finfo(torch.float64).tiny))
+    other_terms = (probs * log_complement).scatter(1, labels[:, None], 0.0).sum(1)
+    modified_entropy = -true_complement * true_log_prob - other_terms
+    reference_logits = None
+    if reference_models is not None:
+        reference_logits = np.stack([
+            predict_logits(reference, features.to(_device_of(reference))).double().cpu().numpy()
+            for reference in reference_models
+        ])
+    return SignalTable(
+        model=model_name,
+        ids=np.asarray(data.ids)[positions],
+        groups=groups,
+        labels=labels.numpy(),
+        logits=logits.numpy(),
+        loss=(-true_log_prob).numpy(),
+        entropy=-(probs * log_probs).sum(1).numpy(),
+        modified_entropy=modified_entropy.numpy(),
+        confidence=probs.max(1).values.numpy(),
+        scaled_confidence=log_odds.numpy(),
+        grad_norm=grad_norm.double().cpu().numpy(),
+        reference_logits=reference_logits,
+        reference_members=None if reference_members is None else np.asarray(reference_members, dtype=bool),
+    )
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")

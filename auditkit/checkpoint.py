@@ -1,0 +1,304 @@
+"""Checkpoints: one file holding a state dict and the manifest that says how to rebuild and check it.
+
+A checkpoint is ``torch.save`` of ``{"format": "auditkit-checkpoint", "version": 1, "manifest": {...},
+"state_dict": {...}}``, made only of tensors, strings, numbers, lists and dicts, so it loads with
+``torch.load(weights_only=True)``. The manifest names the model plugin and its options (enough to rebuild
+the architecture), the dataset plugin and its options (split seed included), and the SHA-256 of the
+sorted training-ID list, so a checkpoint used with other data is refused instead of silently audited.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import platform
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import auditkit
+from auditkit.data import SampleSet
+from auditkit.errors import InputError
+from auditkit.fsutil import atomic_write_bytes, sha256_bytes, sha256_file
+from auditkit.progress import ProgressCallback, no_progress
+from auditkit.registry import Registry
+from auditkit.training import TrainRecipe, accuracy, train_model
+
+FORMAT = "auditkit-checkpoint"
+VERSION = 1
+
+
+def ids_sha256(ids: np.ndarray | list[str]) -> str:
+    """SHA-256 of the sorted IDs joined by newlines: the fingerprint of a training set."""
+    return sha256_bytes("\n".join(sorted(str(i) for i in ids)).encode("utf-8"))
+
+
+def _plain(value: Any) -> Any:
+    """Options as JSON- and weights_only-friendly values (tuples become lists, numpy scalars numbers)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, str):
+        return str(value)  # drops str subclasses such as TorchVersion, which weights_only refuses
+    return value
+
+
+@dataclass(frozen=True)
+class CheckpointManifest:
+    """How a checkpoint's model was built and trained.
+
+    Attributes:
+        model / model_options: model plugin name and the options it was built with.
+        dataset / dataset_options: dataset plugin name and options (split seed included).
+        num_classes / input_shape: the ``C`` and per-sample shape the model was built for.
+        train_ids_sha256 / train_count: fingerprint (:func:`ids_sha256`) and size of the training set.
+        recipe: the :class:`~auditkit.training.TrainRecipe` as a dict; seed: the training seed.
+        metrics: accuracies measured after training (``train_accuracy``, ``test_accuracy``, ...).
+        auditkit_version / torch_version / python_version: the software that wrote it.
+    """
+
+    model: str
+    model_options: dict[str, Any]
+    dataset: str
+    dataset_options: dict[str, Any]
+    num_classes: int
+    input_shape: tuple[int, ...]
+    train_ids_sha256: str
+    train_count: int
+    recipe: dict[str, Any]
+    seed: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    auditkit_version: str = auditkit.__version__
+    torch_version: str = str(torch.__version__)
+    python_version: str = platform.python_version()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only (lists, not tuples): fit for JSON and for ``weights_only`` loading."""
+        return _plain(asdict(self))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> CheckpointManifest:
+        """The manifest from :meth:`to_dict` output; an :class:`InputError` if fields are missing."""
+        if not isinstance(values, dict):
+            raise InputError("the checkpoint manifest is not a mapping", hint="re-create the checkpoint with `auditkit train`")
+        names = {f.name for f in fields(cls)}
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [name for name in required if name not in values]
+        if missing:
+            raise InputError(f"the checkpoint manifest lacks {', '.join(missing)}",
+                             hint="re-create the checkpoint with `auditkit train`")
+        known = {k: v for k, v in values.items() if k in names}
+        try:
+            known["input_shape"] = tuple(int(d) for d in known["input_shape"])
+        except (TypeError, ValueError):
+            raise InputError(f"the checkpoint manifest's input_shape {known['input_shape']!r} is not a list of sizes",
+                             hint="re-create the checkpoint with `auditkit train`") from None
+        return cls(**known)
+
+    @property
+    def train_recipe(self) -> TrainRecipe:
+        """The recipe as a :class:`TrainRecipe` (for ``retrain`` and reference models)."""
+        return TrainRecipe.from_dict(self.recipe)
+
+    def describe_model(self) -> str:
+        """E.g. ``mlp (widths=[256])`` for error messages and reports."""
+        options = ", ".join(f"{k}={v!r}" for k, v in sorted(self.model_options.items()))
+        return f"{self.model} ({options})" if options else self.model
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    """A checkpoint read back: the model in eval mode, its manifest, and the file's SHA-256."""
+
+    model: nn.Module
+    manifest: CheckpointManifest
+    sha256: str
+    path: Path
+
+
+def save_checkpoint(path: str | Path, *, state_dict: dict[str, torch.Tensor], manifest: CheckpointManifest) -> str:
+    """Write a checkpoint atomically (temp file + rename); returns the SHA-256 of the written file.
+
+    ``state_dict`` tensors are copied to contiguous CPU tensors; the parent folder is created.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "manifest": manifest.to_dict(),
+        "state_dict": {key: value.detach().cpu().contiguous().clone() for key, value in state_dict.items()},
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    atomic_write_bytes(target, data)
+    return sha256_bytes(data)
+
+
+def build_model(manifest: CheckpointManifest, *, registry: Registry) -> nn.Module:
+    """A freshly initialised model of the manifest's architecture (seed torch first for reproducibility)."""
+    plugin = registry.create("models", manifest.model, **manifest.model_options)
+    return plugin.build(input_shape=tuple(manifest.input_shape), num_classes=manifest.num_classes)
+
+
+def model_builder(manifest: CheckpointManifest, *, registry: Registry) -> Callable[[], nn.Module]:
+    """A ``build_model`` callable for :class:`~auditkit.interfaces.UnlearningTask` and reference models.
+
+    The plugin is resolved now, so an unknown or broken model plugin fails before any heavy work.
+    """
+    plugin = registry.create("models", manifest.model, **manifest.model_options)
+    return lambda: plugin.build(input_shape=tuple(manifest.input_shape), num_classes=manifest.num_classes)
+
+
+def _read_payload(path: Path) -> dict[str, Any]:
+    name = str(path)
+    if not path.exists():
+        raise InputError(f"checkpoint {name!r} does not exist",
+                         hint="train one with `auditkit train` or check the --checkpoint path")
+    if not path.is_file():
+        raise InputError(f"checkpoint {name!r} is not a file", hint="point --checkpoint at the .pt file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
+            raise InputError(f"checkpoint {name!r} contains pickled code or objects, which auditkit refuses to load",
+                             hint="save only tensors: use `auditkit train`, or auditkit.checkpoint.save_checkpoint "
+                                  "with model.state_dict()") from None
+        raise InputError(f"checkpoint {name!r} is not a readable torch file ({first})",
+                         hint="the file is truncated or not a checkpoint; re-create it with `auditkit train`") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"checkpoint {name!r} is not a readable torch file ({first})",
+                         hint="the file is truncated or not a checkpoint; re-create it with `auditkit train`") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        bare = isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values())
+        raise InputError(
+            f"{name!r} is {'a bare state dict' if bare else 'not an auditkit checkpoint'} (no manifest)",
+            hint="auditkit needs the model plugin and training data recorded: write it with "
+                 "auditkit.checkpoint.save_checkpoint(path, state_dict=..., manifest=...) or `auditkit train`",
+        )
+    if payload.get("version") != VERSION:
+        raise InputError(f"checkpoint {name!r} has format version {payload.get('version')!r}; "
+                         f"this auditkit reads version {VERSION}", hint="use the auditkit version that wrote it")
+    if not isinstance(payload.get("state_dict"), dict):
+        raise InputError(f"checkpoint {name!r} has no state dict", hint="re-create it with `auditkit train`")
+    return payload
+
+
+def _check_architecture(model: nn.Module, state_dict: dict[str, torch.Tensor], manifest: CheckpointManifest,
+                        name: str) -> None:
+    """One readable error when the weights do not fit the architecture the manifest names."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    reshaped = [k for k in expected if k in state_dict and tuple(expected[k].shape) != tuple(state_dict[k].shape)]
+    if not (missing or unexpected or reshaped):
+        return
+    parts = []
+    if reshaped:
+        key = reshaped[0]
+        parts.append(f"{len(reshaped)} tensor(s) differ in shape, e.g. {key} is {list(state_dict[key].shape)} "
+                     f"in the file but {list(expected[key].shape)} in the model")
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    raise InputError(
+        f"checkpoint {name!r} does not fit the architecture its manifest names, {manifest.describe_model()} "
+        f"for input {list(manifest.input_shape)} and {manifest.num_classes} classes: {'; '.join(parts)}",
+        hint="the weights were saved from a different model or options; re-train with `auditkit train` "
+             "or fix model_options in the manifest",
+    )
+
+
+def load_checkpoint(path: str | Path, *, registry: Registry) -> LoadedCheckpoint:
+    """Read, validate and rebuild a checkpoint; the model comes back on CPU in eval mode."""
+    file = Path(path)
+    payload = _read_payload(file)
+    manifest = CheckpointManifest.from_dict(payload["manifest"])
+    model = build_model(manifest, registry=registry)
+    _check_architecture(model, payload["state_dict"], manifest, str(file))
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return LoadedCheckpoint(model=model, manifest=manifest, sha256=sha256_file(file), path=file)
+
+
+def check_matches_dataset(manifest: CheckpointManifest, data: SampleSet) -> None:
+    """Refuse data the checkpoint was not trained on (other dataset, options, split or class count)."""
+    if manifest.dataset != data.name:
+        raise InputError(f"the checkpoint was trained on dataset {manifest.dataset!r}, not {data.name!r}",
+                         hint=f"use --dataset {manifest.dataset} (or omit --dataset: the manifest names it)")
+    if manifest.num_classes != data.num_classes or tuple(manifest.input_shape) != data.input_shape:
+        raise InputError(
+            f"the checkpoint expects {manifest.num_classes} classes and input {list(manifest.input_shape)}, "
+            f"but dataset {data.name!r} has {data.num_classes} and {list(data.input_shape)}",
+            hint=f"use the dataset options the checkpoint was trained with: {manifest.dataset_options}",
+        )
+    train_ids = data.ids[data.indices("train")]
+    if ids_sha256(train_ids) != manifest.train_ids_sha256:
+        raise InputError(
+            f"dataset {data.name!r} has a different training split ({len(train_ids)} IDs) than the checkpoint "
+            f"was trained on ({manifest.train_count} IDs; the fingerprints differ)",
+            hint=f"use the dataset options the checkpoint was trained with: {manifest.dataset_options}",
+        )
+
+
+def train_checkpoint(
+    *,
+    registry: Registry,
+    dataset: str,
+    dataset_options: dict[str, Any] | None = None,
+    model: str | None = None,
+    model_options: dict[str, Any] | None = None,
+    recipe: TrainRecipe | dict[str, Any] | None = None,
+    seed: int = 0,
+    out: str | Path,
+    progress: ProgressCallback = no_progress,
+) -> tuple[CheckpointManifest, str]:
+    """Train a model plugin on a dataset's train split and write the checkpoint to ``out``.
+
+    ``model``, ``model_options`` and ``recipe`` default to the dataset plugin's ``DEFAULT_MODEL``,
+    ``DEFAULT_MODEL_OPTIONS`` (only when the model is the default one) and ``DEFAULT_RECIPE``; a
+    recipe dict overrides single fields of the default. Plugins and options are validated before
+    any training. Returns the manifest and the SHA-256 of the written file.
+    """
+    dataset_plugin = registry.create("datasets", dataset, **(dataset_options or {}))
+    model_name = model or dataset_plugin.DEFAULT_MODEL
+    if model_options is None:
+        model_options = dict(dataset_plugin.DEFAULT_MODEL_OPTIONS) if model_name == dataset_plugin.DEFAULT_MODEL else {}
+    model_plugin = registry.create("models", model_name, **model_options)
+    if isinstance(recipe, TrainRecipe):
+        train_recipe = recipe
+    else:
+        train_recipe = TrainRecipe.from_dict({**dataset_plugin.DEFAULT_RECIPE.to_dict(), **(recipe or {})})
+    data = dataset_plugin.load()
+    train, test = data.indices("train"), data.indices("test")
+    torch.manual_seed(seed)
+    network = model_plugin.build(input_shape=data.input_shape, num_classes=data.num_classes)
+    features, labels = data.subset(train)
+    train_model(network, features, labels, recipe=train_recipe, seed=seed, progress=progress)
+    manifest = CheckpointManifest(
+        model=model_name,
+        model_options=_plain(model_plugin.options),
+        dataset=dataset,
+        dataset_options=_plain(data.options),
+        num_classes=data.num_classes,
+        input_shape=data.input_shape,
+        train_ids_sha256=ids_sha256(data.ids[train]),
+        train_count=len(train),
+        recipe=train_recipe.to_dict(),
+        seed=seed,
+        metrics={"train_accuracy": accuracy(network, features, labels),
+                 "test_accuracy": accuracy(network, *data.subset(test))},
+    )
+    return manifest, save_checkpoint(out, state_dict=network.state_dict(), manifest=manifest)
