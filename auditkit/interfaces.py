@@ -137,13 +137,16 @@ class AttackInput:
     ``target`` holds the candidate rows (members then non-members, in any order) and ``members`` is
     the ``[N]`` bool mask of the member group (forget or retain samples); ``population`` holds samples
     that no audited model was trained on (the validation split), for attacks that need reference points
-    (RMIA's z samples, calibration).
+    (RMIA's z samples, calibration). ``calibration``, given only to attacks that asked for reference
+    models, holds retain rows with ``reference_members`` set (samples some reference models trained on),
+    for tuning an attack's parameters on a reference model (RMIA's ``a``).
     """
 
     target: SignalTable
     members: np.ndarray
     population: SignalTable
     seed: int
+    calibration: SignalTable | None = None
 
 
 @dataclass(frozen=True)
