@@ -151,9 +151,12 @@ def build_plan() -> BuildPlan:
                      cpu_isa=cpu_isa if cpu_isa in _ISA_FLAGS else "DEFAULT")
 
 
-def _first_error_lines(text: str, limit: int = 6) -> str:
-    lines = [line.strip() for line in text.splitlines() if re.search(r"error|Error|not found", line)]
-    return "\n".join(lines[:limit]) or text.strip()[-800:]
+def _first_error_lines(text: str, limit: int = 3) -> str:
+    """The compiler's first diagnostics, skipping ninja's echo of the command lines."""
+    lines = [line.strip() for line in text.splitlines()
+             if re.search(r"\berror\b|not found|fatal", line, re.IGNORECASE)
+             and not line.startswith(("Error building extension", "["))]
+    return " | ".join(lines[:limit]) or text.strip().splitlines()[-1][-400:]
 
 
 def build_extension(*, verbose: bool = False) -> BuildPlan:
@@ -176,7 +179,7 @@ def build_extension(*, verbose: bool = False) -> BuildPlan:
                 _compile(plan, verbose=verbose)
         except (RuntimeError, OSError, ImportError) as exc:
             _build_error = OpBuildError(
-                f"the fused ∇τ op could not be built in {plan.directory}:\n{_first_error_lines(str(exc))}",
+                f"the fused ∇τ op could not be built in {plan.directory}: {_first_error_lines(str(exc))}",
                 hint="install a C++17 compiler (g++) and ninja, or run with --backend reference",
             )
             raise _build_error from exc
