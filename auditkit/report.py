@@ -28,6 +28,7 @@ matplotlib.use("Agg")  # before pyplot could ever be imported elsewhere: the rep
 
 from matplotlib.backends.backend_svg import FigureCanvasSVG  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 MAX_EXPOSED_IDS = 25
 _MODEL_COLOURS = {"original": "#b2182b", "unlearned": "#2166ac", "retrained": "#4d9221"}
@@ -99,22 +100,25 @@ def _loss_histograms(losses: dict[str, dict[str, list[float]]], models: Sequence
     if not panels:
         return None
     values = [v for m in panels for g in ("forget", "test") for v in losses[m][g] if v is not None]
-    # log1p bins: well-fit samples crowd near zero while forgotten ones spread to large losses
-    top = math.log1p(max(max(values), 1e-6))
-    edges = [math.expm1(top * i / 30) for i in range(31)]
+    # Log-spaced bins: well-fit samples have losses of 1e-4 and below while unseen ones reach several
+    # nats, and both ends matter. Losses under the floor are counted in the first bin.
+    floor = max(min((v for v in values if v > 0), default=1e-6), 1e-6)
+    top = max(max(values), floor * 10)
+    edges = [floor * (top / floor) ** (i / 40) for i in range(41)]
     with matplotlib.rc_context(_RC):
         figure = Figure(figsize=(3.3 * len(panels), 2.8), layout="constrained")
         axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
         for ax, model in zip(axes, panels):
             for group, colour in (("test", "#999999"), ("forget", _colour(model, 0))):
-                data = [v for v in losses[model][group] if v is not None]
-                ax.hist(data, bins=edges, density=True, histtype="stepfilled", alpha=0.45, color=colour,
-                        label=f"{group} (n={len(data)})")
-            ax.set_xscale("symlog", linthresh=0.1)
+                data = [max(v, floor) for v in losses[model][group] if v is not None]
+                weights = [1 / len(data)] * len(data)
+                ax.hist(data, bins=edges, weights=weights, histtype="stepfilled", alpha=0.45, color=colour,
+                        edgecolor=colour, linewidth=0.8, label=f"{group} (n={len(data)})")
+            ax.set_xscale("log")
             ax.set_title(f"{model} model")
-            ax.set_xlabel("cross-entropy loss")
-            ax.legend(loc="upper right")
-        axes[0].set_ylabel("density")
+            ax.set_xlabel("cross-entropy loss (log scale)")
+            ax.legend(loc="upper left")
+        axes[0].set_ylabel("fraction of samples")
         return _svg(figure)
 
 
@@ -133,6 +137,8 @@ def _history_chart(history: list[dict[str, Any]]) -> Markup | None:
         if any(h.get("mia") is not None for h in history):
             left.plot(epochs, series("mia"), marker="o", ms=3, color=_MODEL_COLOURS["unlearned"], label="LR-loss MIA")
         left.axhline(0.5, ls="--", lw=0.8, color="#888888", label="chance (0.5)")
+        for ax in (left, right):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         left.set_title("membership attack over epochs")
         left.set_xlabel("epoch")
         left.set_ylabel("MIA accuracy (forget vs test)")

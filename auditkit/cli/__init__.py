@@ -8,6 +8,13 @@ import click
 
 from auditkit import __version__
 from auditkit.cli.app import Application, run_cli
+from auditkit.cli.audit import audit
+from auditkit.cli.doctor import doctor
+from auditkit.cli.forget import forget
+from auditkit.cli.plugins import plugins
+from auditkit.cli.report import report
+from auditkit.cli.train import train
+from auditkit.cli.verify import verify
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,10 +28,15 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, json_output: bool) -> Non
     attacks, and write a compliance report.
 
     \b
-    Exit codes: 0 audit passed, 1 audit failed the policy, 2 usage error or bad input,
-    3 runtime or plugin error, 130 interrupted.
+    Quick start:  auditkit train  &&  auditkit forget --ids examples/request.csv
+    Exit codes: 0 audit passed, 1 audit failed the policy (or verify found tampering),
+    2 usage error or bad input, 3 runtime or plugin error, 130 interrupted.
     """
     ctx.obj = Application(verbosity=-1 if quiet else verbose, json_output=json_output)
+
+
+for command in (train, forget, audit, report, plugins, doctor, verify):
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as ProgressBars
 
 from auditkit.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_RUNTIME, AuditkitError
+from auditkit.progress import Progress, ProgressCallback
 
 
 @dataclass
@@ -31,10 +35,61 @@ class Application:
         if self.verbosity >= 1:
             self.console.print(message, markup=False, style="dim")
 
+    def warn(self, message: str) -> None:
+        """A warning on stderr (shown unless -q)."""
+        if self.verbosity >= 0:
+            self.console.print(f"warning: {message}", markup=False, style="yellow")
+
     def emit_json(self, payload: dict[str, Any]) -> None:
         """The machine-readable summary on stdout (only with --json)."""
         if self.json_output:
-            click.echo(json.dumps(payload, indent=2, sort_keys=True))
+            click.echo(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False))
+
+    def report_outcome(self, outcome: Any) -> None:
+        """The end of `forget` / `audit`: verdict, per-check failures, and where the evidence is."""
+        summary = outcome.record.summary
+        audit = outcome.record.audit
+        if summary["passed"] is None:
+            self.info("audit skipped (--no-audit): nothing shows that the samples are forgotten")
+        else:
+            verdicts = audit["verdicts"]
+            failing = [v for v in verdicts if v["status"] != "pass"]
+            word = "PASSED" if summary["passed"] else "FAILED"
+            self.info(f"audit {word}: {len(verdicts) - len(failing)} of {len(verdicts)} checks pass")
+            for verdict in failing:
+                self.info(f"  {verdict['attack']}: {verdict['status']} ({verdict['reason']})")
+            for warning in audit["warnings"]:
+                self.detail(f"  note: {warning}")
+        self.detail(f"record: {outcome.out / 'record.json'}")
+        self.detail(f"audit trail: {outcome.trail} (line {outcome.trail_line.index + 1})")
+        self.info(f"report: {outcome.out / 'report.html'}")
+        self.emit_json(outcome.summary())
+
+    @contextlib.contextmanager
+    def progress(self) -> Iterator[ProgressCallback]:
+        """A progress callback for the core: rich bars on a terminal, silence otherwise (CI, pipes, -q).
+
+        Without a terminal, -v still logs each stage once it completes.
+        """
+        if self.verbosity < 0 or not self.console.is_terminal:
+            def log(report: Progress) -> None:
+                if report.completed >= report.total:
+                    self.detail(f"{report.stage}: done ({report.total}) {report.message}".rstrip())
+
+            yield log
+            return
+        columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn())
+        with ProgressBars(*columns, console=self.console, transient=True) as bars:
+            tasks: dict[str, Any] = {}
+
+            def render(report: Progress) -> None:
+                if report.stage not in tasks:
+                    tasks[report.stage] = bars.add_task(report.stage, total=report.total)
+                label = f"{report.stage} {report.message}".rstrip()
+                bars.update(tasks[report.stage], completed=report.completed, total=report.total, description=label)
+
+            yield render
 
 
 def run_cli(group: click.Group, args: list[str] | None = None) -> int:

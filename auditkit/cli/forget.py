@@ -1,0 +1,38 @@
+"""`auditkit forget`: validate a deletion request, unlearn, audit, and write the evidence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from auditkit.cli.app import Application
+from auditkit.cli.options import run_options, settings_from_options
+
+
+@click.command()
+@click.option("--ids", "request", required=True, type=click.Path(path_type=Path),
+              help="CSV of sample IDs to forget (an `id` column, or one column without header).")
+@click.option("--method", default=None, help="Unlearning method plugin [default: nabla-tau].")
+@click.option("--option", "method_options", multiple=True, metavar="KEY=VALUE",
+              help="Option of the method (repeatable), e.g. --option per_sample=true.")
+@click.option("--no-audit", is_flag=True, help="Skip the membership-inference battery (the report says so).")
+@run_options
+@click.pass_obj
+def forget(app: Application, **flags) -> int:
+    """Forget the samples in --ids from a trained model and prove it with a membership-inference audit.
+
+    \b
+    Writes into --out (default runs/<UTC time>): model.pt (the unlearned checkpoint), record.json
+    (request hash, checkpoint hashes, method, history, attack results, provenance) and report.html,
+    and appends one line to the audit trail. Exit code 0 when the audit passes (or is skipped), 1 when
+    it fails the policy.
+    """
+    from auditkit.pipeline import run_forget
+
+    settings = settings_from_options(app, flags, kind="forget")
+    app.detail(f"forgetting with {settings.method} from {settings.checkpoint} into {settings.out}")
+    with app.progress() as progress:
+        outcome = run_forget(settings, progress=progress)
+    app.report_outcome(outcome)
+    return outcome.exit_code

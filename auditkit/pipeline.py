@@ -1,0 +1,450 @@
+"""Orchestration of `auditkit train`, `forget` and `audit`, in the order STYLE.md prescribes.
+
+Everything that can be wrong with the command line (plugins, options, policy, backend, output folder,
+audit trail) is resolved first, so a typo fails in a second rather than after a training run. Then the
+checkpoint, dataset and request are loaded and checked against each other; then the method and the
+battery run; and only at the end are outputs written: into a hidden temporary folder beside ``--out``
+that is renamed into place after the audit-trail line has been appended. An interrupted or failed run
+therefore leaves no output folder, and the original checkpoint is only ever read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from auditkit import __version__
+from auditkit.audit import DEFAULT_ATTACKS, Policy, run_audit
+from auditkit.checkpoint import check_matches_dataset, load_checkpoint, model_builder, save_checkpoint, train_checkpoint
+from auditkit.data import SampleSet
+from auditkit.errors import InputError, RunError
+from auditkit.fsutil import atomic_write_text, sha256_file
+from auditkit.interfaces import Attack, UnlearningMethod, UnlearningTask
+from auditkit.ops import resolve_backend
+from auditkit.progress import ProgressCallback, no_progress
+from auditkit.record import RECORD_SCHEMA_VERSION, RunRecord, collect_provenance, utc_now
+from auditkit.reference_models import ReferenceTrainer
+from auditkit.registry import Registry
+from auditkit.report import render_report
+from auditkit.request import parse_request, resolve_request
+from auditkit.trail import RECORD_FILE, TrailLine, append_to_trail, trail_key_from_env, verify_trail
+from auditkit.training import accuracy
+
+MODEL_FILE = "model.pt"
+REPORT_FILE = "report.html"
+TRAIL_FILE = "audit-trail.jsonl"
+
+
+@dataclass
+class TrainSettings:
+    """What `auditkit train` needs; None means "the dataset plugin's default"."""
+
+    dataset: str
+    out: Path | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    model_options: dict[str, Any] | None = None
+    recipe: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    force: bool = False
+    plugin_files: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class RunSettings:
+    """What `auditkit forget` and `auditkit audit` need (the CLI merges auditkit.toml and flags into it).
+
+    For ``forget``, ``checkpoint`` is the original model; for ``audit`` it is the model under audit and
+    ``original`` the model it came from. ``retrained`` is an optional model retrained without the
+    forget set, against which the verdicts are then judged.
+    """
+
+    checkpoint: Path
+    request: Path
+    out: Path
+    trail: Path
+    method: str = "nabla-tau"
+    method_options: dict[str, Any] = field(default_factory=dict)
+    attacks: list[str] | None = None
+    policy: dict[str, Any] = field(default_factory=dict)
+    backend: str = "auto"
+    seed: int = 0
+    audit: bool = True
+    include_ids: bool = False
+    force: bool = False
+    id_column: str | None = None
+    plugin_files: list[Path] = field(default_factory=list)
+    config_path: Path | None = None
+    original: Path | None = None
+    retrained: Path | None = None
+    dataset: str | None = None
+
+
+@dataclass
+class RunOutcome:
+    """A finished run: its record, where it was written and its audit-trail line."""
+
+    record: RunRecord
+    out: Path
+    trail: Path
+    trail_line: TrailLine
+
+    @property
+    def exit_code(self) -> int:
+        """0 when the audit passed or was skipped, 1 when it failed the policy."""
+        return 1 if self.record.summary["passed"] is False else 0
+
+    def summary(self) -> dict[str, Any]:
+        """The ``--json`` payload: the record's summary plus where everything is."""
+        return {**self.record.summary, "out": str(self.out), "record": str(self.out / RECORD_FILE),
+                "report": str(self.out / REPORT_FILE), "model": str(self.out / MODEL_FILE) if
+                (self.out / MODEL_FILE).exists() else None, "trail": str(self.trail),
+                "trail_index": self.trail_line.index, "exit_code": self.exit_code}
+
+
+# ---------------------------------------------------------------- resolution (no heavy work)
+
+
+def _registry(plugin_files: list[Path]) -> Registry:
+    return Registry.default(plugin_files=list(plugin_files))
+
+
+def _plugin_entry(registry: Registry, kind: str, name: str) -> dict[str, str]:
+    info = next(i for i in registry.infos() if i.kind == kind and i.name == name)
+    return {"kind": kind, "name": name, "source": info.source, "version": info.version}
+
+
+def _check_out(out: Path, *, force: bool) -> None:
+    if out.exists() and not force:
+        raise InputError(f"output {str(out)!r} already exists",
+                         hint="choose another --out, or pass --force to replace it")
+    parent = out.parent
+    if parent.exists() and not parent.is_dir():
+        raise InputError(f"the parent of --out, {str(parent)!r}, is a file", hint="choose another --out")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {str(parent)!r}: {exc.strerror}", hint="choose a writable --out") from None
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"{str(parent)!r} is not writable", hint="choose a writable --out")
+
+
+@dataclass
+class _Resolved:
+    registry: Registry
+    method: UnlearningMethod | None
+    attacks: list[Attack]
+    policy: Policy | None
+    plugins: list[dict[str, str]]
+    backend: str
+
+
+def _resolve(settings: RunSettings, *, with_method: bool) -> _Resolved:
+    """Plugins, options, policy, backend, output and trail: every cheap check, before any heavy work."""
+    for role, path in (("checkpoint", settings.checkpoint), ("request", settings.request),
+                       ("original", settings.original), ("retrained", settings.retrained)):
+        if path is not None and not Path(path).is_file():
+            raise InputError(f"{role} file {str(path)!r} does not exist",
+                             hint="train one with `auditkit train`" if role != "request"
+                             else "pass a CSV of sample IDs with --ids")
+    registry = _registry(settings.plugin_files)
+    plugins: list[dict[str, str]] = []
+    method = None
+    if with_method:
+        method = registry.create("methods", settings.method, **settings.method_options)
+        plugins.append(_plugin_entry(registry, "methods", settings.method))
+    attacks: list[Attack] = []
+    policy = None
+    if settings.audit:
+        policy = Policy.from_dict(settings.policy)
+        names = list(settings.attacks) if settings.attacks else list(DEFAULT_ATTACKS)
+        if len(set(names)) != len(names):
+            raise InputError(f"an attack is listed twice in {', '.join(names)}", hint="list each attack once")
+        attacks = [registry.create("attacks", name) for name in names]
+        plugins += [_plugin_entry(registry, "attacks", name) for name in names]
+    backend = resolve_backend(settings.backend, torch.device("cpu"))
+    _check_out(settings.out, force=settings.force)
+    if settings.trail.exists():
+        check = verify_trail(settings.trail, key=trail_key_from_env())
+        if not check.ok:
+            raise RunError(f"audit trail {str(settings.trail)!r} is broken: {check.problem}",
+                           hint=f"investigate with `auditkit verify {settings.trail}`, or start a new trail with --trail")
+    return _Resolved(registry, method, attacks, policy, plugins, backend)
+
+
+# ---------------------------------------------------------------- output folder
+
+
+@contextlib.contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A hidden temporary folder beside ``out``; removed unless the body renamed it into place."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the published run folder follows the umask
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish(tmp: Path, out: Path, *, force: bool) -> None:
+    """Rename the finished staging folder to ``out`` (replacing it only with --force)."""
+    if out.exists():
+        if not force:
+            raise InputError(f"output {str(out)!r} appeared while the run was working",
+                             hint="choose another --out, or pass --force to replace it")
+        doomed = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, doomed / "old")
+        os.replace(tmp, out)
+        shutil.rmtree(doomed, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def default_run_dir(root: Path = Path("runs")) -> Path:
+    """``runs/<UTC timestamp>``, suffixed ``-2``, ``-3``… if a run already took that second."""
+    stamp = utc_now().replace(":", "-")
+    candidate, n = root / stamp, 2
+    while candidate.exists():
+        candidate, n = root / f"{stamp}-{n}", n + 1
+    return candidate
+
+
+# ---------------------------------------------------------------- train
+
+
+def run_train(settings: TrainSettings, *, progress: ProgressCallback = no_progress) -> dict[str, Any]:
+    """Train a model plugin on a dataset's train split and write the checkpoint atomically.
+
+    Returns a summary: checkpoint path, SHA-256, dataset, model, recipe, seed and train/test accuracy
+    when the manifest records them.
+    """
+    registry = _registry(settings.plugin_files)
+    model = settings.model or registry.get("datasets", settings.dataset).DEFAULT_MODEL
+    out = settings.out if settings.out is not None else Path("runs") / f"{settings.dataset}-{model}.pt"
+    if out.exists() and not settings.force:
+        raise InputError(f"checkpoint {str(out)!r} already exists",
+                         hint="choose another --out, or pass --force to replace it")
+    _check_out(out, force=True)
+    manifest, sha256 = train_checkpoint(
+        registry=registry, dataset=settings.dataset, dataset_options=settings.dataset_options, model=model,
+        model_options=settings.model_options, recipe=settings.recipe, seed=settings.seed, out=out, progress=progress,
+    )
+    return {"checkpoint": str(out), "sha256": sha256, "dataset": manifest.dataset, "model": manifest.model,
+            "model_options": manifest.to_dict()["model_options"], "recipe": manifest.recipe, "seed": manifest.seed,
+            "metrics": dict(manifest.metrics)}
+
+
+# ---------------------------------------------------------------- forget and audit
+
+
+@dataclass
+class _Loaded:
+    checkpoint: Any
+    data: SampleSet
+    request: Any
+    forget: np.ndarray
+    retain: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+
+
+def _load(settings: RunSettings, registry: Registry, path: Path) -> _Loaded:
+    loaded = load_checkpoint(path, registry=registry)
+    manifest = loaded.manifest
+    if settings.dataset is not None and settings.dataset != manifest.dataset:
+        raise InputError(f"checkpoint {str(path)!r} was trained on dataset {manifest.dataset!r}, not {settings.dataset!r}",
+                         hint=f"drop --dataset or pass --dataset {manifest.dataset}")
+    data = registry.create("datasets", manifest.dataset, **manifest.dataset_options).load()
+    check_matches_dataset(manifest, data)
+    request = parse_request(settings.request, id_column=settings.id_column)
+    forget = np.asarray(resolve_request(request, data), dtype=np.int64)
+    train = data.indices("train")
+    retain = np.setdiff1d(train, forget)
+    return _Loaded(loaded, data, request, forget, retain, data.indices("validation"), data.indices("test"))
+
+
+def _reference_trainer(loaded: _Loaded, registry: Registry) -> ReferenceTrainer:
+    manifest = loaded.checkpoint.manifest
+    return ReferenceTrainer(build=model_builder(manifest, registry=registry), recipe=manifest.train_recipe,
+                            model_key=manifest.describe_model())
+
+
+def _audit(settings: RunSettings, resolved: _Resolved, loaded: _Loaded, models: dict[str, torch.nn.Module],
+           progress: ProgressCallback) -> dict[str, Any]:
+    needs_references = any(a.reference_models() for a in resolved.attacks)
+    result = run_audit(
+        data=loaded.data, forget=loaded.forget, retain=loaded.retain, validation=loaded.validation,
+        test=loaded.test, models=models, attacks=resolved.attacks, policy=resolved.policy, seed=settings.seed,
+        backend=settings.backend,
+        reference_trainer=_reference_trainer(loaded, resolved.registry) if needs_references else None,
+        progress=progress,
+    )
+    return result.to_dict()
+
+
+def _request_block(settings: RunSettings, loaded: _Loaded) -> dict[str, Any]:
+    return {"sha256": loaded.request.sha256, "count": int(loaded.request.count), "file": str(settings.request),
+            "id_column": loaded.request.id_column, "duplicates_dropped": int(loaded.request.duplicates_dropped),
+            "ids": sorted(str(i) for i in loaded.request.ids) if settings.include_ids else None}
+
+
+def _dataset_block(data: SampleSet) -> dict[str, Any]:
+    return {"name": data.name, "options": dict(data.options), "num_classes": int(data.num_classes),
+            "sizes": {split: int(len(data.indices(split))) for split in ("train", "validation", "test")}}
+
+
+def _inputs(settings: RunSettings, loaded: _Loaded) -> dict[str, str]:
+    inputs = {"checkpoint": loaded.checkpoint.sha256, "request": loaded.request.sha256}
+    for role, path in (("original", settings.original), ("retrained", settings.retrained)):
+        if path is not None:
+            inputs[role] = sha256_file(path)
+    for path in settings.plugin_files:
+        inputs[f"plugin-file:{path}"] = sha256_file(path)
+    if settings.config_path is not None:
+        inputs["config"] = sha256_file(settings.config_path)
+    return inputs
+
+
+def _load_model(path: Path | None, registry: Registry) -> torch.nn.Module | None:
+    return None if path is None else load_checkpoint(path, registry=registry).model
+
+
+def _finish(settings: RunSettings, record: RunRecord, tmp: Path) -> tuple[RunRecord, TrailLine]:
+    """Render the report, hash the outputs, write the record, append the trail line, publish."""
+    atomic_write_text(tmp / REPORT_FILE, render_report(record))
+    record.outputs = {name: sha256_file(tmp / name) for name in (MODEL_FILE, REPORT_FILE) if (tmp / name).exists()}
+    record.write(tmp / RECORD_FILE)
+    final_record = settings.out / RECORD_FILE
+    try:
+        relative = os.path.relpath(final_record.resolve(), settings.trail.resolve().parent)
+    except ValueError:  # another drive on Windows
+        relative = str(final_record.resolve())
+    entry = {**{k: record.summary[k] for k in ("kind", "passed", "request_sha256", "original_sha256",
+                                                "unlearned_sha256", "method")},
+             "record": relative, "record_sha256": sha256_file(tmp / RECORD_FILE),
+             "outputs": record.outputs, "finished_utc": record.provenance["finished_utc"], "auditkit": __version__}
+    # The line goes in before the folder appears: a run folder whose record no line names is then
+    # always a sign that lines were removed, which `auditkit verify` reports.
+    line = append_to_trail(settings.trail, entry, key=trail_key_from_env())
+    _publish(tmp, settings.out, force=settings.force)
+    return record, line
+
+
+def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progress) -> RunOutcome:
+    """Validate the request, unlearn, audit, and write model.pt, record.json and report.html."""
+    started = utc_now()
+    resolved = _resolve(settings, with_method=True)
+    loaded = _load(settings, resolved.registry, settings.checkpoint)
+    retrained = _load_model(settings.retrained, resolved.registry)
+    manifest = loaded.checkpoint.manifest
+    original = loaded.checkpoint.model
+    original.eval()
+
+    torch.manual_seed(settings.seed)
+    task = UnlearningTask(
+        model=copy.deepcopy(original), build_model=model_builder(manifest, registry=resolved.registry),
+        recipe=manifest.train_recipe, data=loaded.data, forget=loaded.forget, retain=loaded.retain,
+        validation=loaded.validation, test=loaded.test, seed=settings.seed, backend=settings.backend,
+    )
+    outcome = resolved.method.unlearn(task, progress=progress)
+    unlearned = copy.deepcopy(original)
+    unlearned.load_state_dict(outcome.state_dict)
+    unlearned.eval()
+
+    audit = None
+    if settings.audit:
+        models = {"original": original, "unlearned": unlearned}
+        if retrained is not None:
+            models["retrained"] = retrained
+        audit = _audit(settings, resolved, loaded, models, progress)
+
+    with _staging(settings.out) as tmp:
+        # Same manifest (architecture, dataset, split fingerprint: the unlearned model audits against the
+        # same data), with the unlearned model's own accuracies instead of the original's.
+        unlearned_manifest = dataclasses.replace(manifest, metrics=_accuracies(unlearned, loaded))
+        unlearned_sha = save_checkpoint(tmp / MODEL_FILE, state_dict=outcome.state_dict, manifest=unlearned_manifest)
+        passed = None if audit is None else bool(audit["passed"])
+        plugins = [*resolved.plugins, _plugin_entry(resolved.registry, "datasets", manifest.dataset),
+                   _plugin_entry(resolved.registry, "models", manifest.model)]
+        record = RunRecord(
+            kind="forget",
+            summary={"kind": "forget", "passed": passed, "request_sha256": loaded.request.sha256,
+                     "request_count": int(loaded.request.count), "original_sha256": loaded.checkpoint.sha256,
+                     "unlearned_sha256": unlearned_sha, "method": settings.method, "dataset": loaded.data.name},
+            request=_request_block(settings, loaded),
+            dataset=_dataset_block(loaded.data),
+            checkpoints={"original": {"path": str(settings.checkpoint), "sha256": loaded.checkpoint.sha256},
+                         "unlearned": {"path": MODEL_FILE, "sha256": unlearned_sha},
+                         **({"retrained": {"path": str(settings.retrained), "sha256": sha256_file(settings.retrained)}}
+                            if settings.retrained else {})},
+            method={"name": settings.method, "options": dict(resolved.method.options),
+                    "settings": dict(outcome.settings), "backend": outcome.backend},
+            history=list(outcome.history),
+            audit=audit,
+            provenance=collect_provenance(seed=settings.seed, backend=outcome.backend, plugins=plugins,
+                                          config_sha256=sha256_file(settings.config_path) if settings.config_path else None,
+                                          inputs=_inputs(settings, loaded), started=started, finished=utc_now()),
+            schema_version=RECORD_SCHEMA_VERSION,
+        )
+        record, line = _finish(settings, record, tmp)
+    return RunOutcome(record=record, out=settings.out, trail=settings.trail, trail_line=line)
+
+
+def _accuracies(model: torch.nn.Module, loaded: _Loaded) -> dict[str, float]:
+    return {f"{name}_accuracy": accuracy(model, *loaded.data.subset(positions))
+            for name, positions in (("retain", loaded.retain), ("forget", loaded.forget), ("test", loaded.test))}
+
+
+def run_audit_checkpoint(settings: RunSettings, *, progress: ProgressCallback = no_progress) -> RunOutcome:
+    """Run the battery on ``settings.checkpoint`` (as the unlearned model) against ``settings.original``."""
+    started = utc_now()
+    if settings.original is None:
+        raise InputError("auditing needs the original model the checkpoint was derived from",
+                         hint="pass --original PATH (the model trained on the full data)")
+    settings = dataclasses.replace(settings, audit=True)
+    resolved = _resolve(settings, with_method=False)
+    loaded = _load(settings, resolved.registry, settings.checkpoint)
+    original = load_checkpoint(settings.original, registry=resolved.registry)
+    if original.manifest.dataset != loaded.checkpoint.manifest.dataset:
+        raise InputError(f"the original checkpoint is for dataset {original.manifest.dataset!r}, the audited one "
+                         f"for {loaded.checkpoint.manifest.dataset!r}", hint="pass checkpoints of the same dataset")
+    models = {"original": original.model.eval(), "unlearned": loaded.checkpoint.model.eval()}
+    retrained = _load_model(settings.retrained, resolved.registry)
+    if retrained is not None:
+        models["retrained"] = retrained.eval()
+    audit = _audit(settings, resolved, loaded, models, progress)
+    manifest = loaded.checkpoint.manifest
+    with _staging(settings.out) as tmp:
+        plugins = [*resolved.plugins, _plugin_entry(resolved.registry, "datasets", manifest.dataset),
+                   _plugin_entry(resolved.registry, "models", manifest.model)]
+        record = RunRecord(
+            kind="audit",
+            summary={"kind": "audit", "passed": bool(audit["passed"]), "request_sha256": loaded.request.sha256,
+                     "request_count": int(loaded.request.count), "original_sha256": original.sha256,
+                     "unlearned_sha256": loaded.checkpoint.sha256, "method": None, "dataset": loaded.data.name},
+            request=_request_block(settings, loaded),
+            dataset=_dataset_block(loaded.data),
+            checkpoints={"original": {"path": str(settings.original), "sha256": original.sha256},
+                         "audited": {"path": str(settings.checkpoint), "sha256": loaded.checkpoint.sha256},
+                         **({"retrained": {"path": str(settings.retrained), "sha256": sha256_file(settings.retrained)}}
+                            if settings.retrained else {})},
+            method=None, history=[], audit=audit,
+            provenance=collect_provenance(seed=settings.seed, backend=resolved.backend, plugins=plugins,
+                                          config_sha256=sha256_file(settings.config_path) if settings.config_path else None,
+                                          inputs=_inputs(settings, loaded), started=started, finished=utc_now()),
+        )
+        record, line = _finish(settings, record, tmp)
+    return RunOutcome(record=record, out=settings.out, trail=settings.trail, trail_line=line)
