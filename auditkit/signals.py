@@ -84,6 +84,26 @@ class SignalTable:
                              hint="run the attack through the battery, which trains the reference models it asks for")
         return true_class_log_odds(self.reference_logits, self.labels)
 
+    def reference_out(self) -> np.ndarray:
+        """``[K, N]`` bool, True where reference model k did not train on row n (all True without membership)."""
+        if self.reference_members is not None:
+            return ~self.reference_members
+        return np.ones(self.reference_log_odds().shape, dtype=bool)
+
+
+def mean_over_out(values: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``[N]`` mean of ``values [K, N]`` over the entries where ``out [K, N]`` is True.
+
+    A row that no reference model left out (probability 2^-K for a retain row) takes the average of the
+    other rows' means rather than an IN value, which would pull its score towards "non-member".
+    """
+    counts = out.sum(0)
+    means = np.where(counts > 0, np.where(out, values, 0.0).sum(0) / np.maximum(counts, 1), np.nan)
+    if np.isnan(means).all():
+        raise InputError("no reference model left any of these samples out",
+                         hint="use more reference models (the attack's references option)")
+    return np.where(np.isnan(means), np.nanmean(means), means)
+
 
 def true_class_log_odds(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """``log(p_y / (1 - p_y)) = z_y − logsumexp_{i≠y} z_i`` for logits ``[..., N, C]`` and labels ``[N]``.
@@ -131,17 +151,18 @@ def compute_signals(
     device_labels = labels.to(device)
     _, grad_norm = cross_entropy_stats(logits, device_labels, backend=backend)
     logits = logits.cpu()
-    log_probs = logits.log_softmax(1)
-    probs = log_probs.exp()
-    true_log_prob = log_probs.gather(1, labels[:, None]).squeeze(1)
     log_odds = torch.as_tensor(true_class_log_odds(logits.numpy(), labels.numpy()))
-    # 1 - p_y from the exact log-odds (log(1 - p_y) = log p_y - log-odds), not by cancellation.
-    true_complement = (true_log_prob - log_odds).exp()
+    # -log p_y = log(1 + e^(-log-odds)): exact even where log_softmax returns exactly 0 for p_y ≈ 1.
+    loss = torch.as_tensor(np.logaddexp(0.0, -log_odds.numpy()))
+    log_probs = logits.log_softmax(1).scatter(1, labels[:, None], -loss[:, None])
+    probs = log_probs.exp()
+    # 1 - p_y = p_y·e^(-log-odds), again without cancellation.
+    true_complement = (-loss - log_odds).exp()
     # For i ≠ y, log(1 - p_i) = log(-expm1(log p_i)) is accurate except when p_i rounds to 1, i.e. on
     # confidently wrong rows; the clamp keeps those terms large and finite instead of infinite.
     log_complement = torch.log(-torch.expm1(log_probs).clamp(max=-torch.finfo(torch.float64).tiny))
     other_terms = (probs * log_complement).scatter(1, labels[:, None], 0.0).sum(1)
-    modified_entropy = -true_complement * true_log_prob - other_terms
+    modified_entropy = true_complement * loss - other_terms
     reference_logits = None
     if reference_models is not None:
         reference_logits = np.stack([
@@ -154,7 +175,7 @@ def compute_signals(
         groups=groups,
         labels=labels.numpy(),
         logits=logits.numpy(),
-        loss=(-true_log_prob).numpy(),
+        loss=loss.numpy(),
         entropy=-(probs * log_probs).sum(1).numpy(),
         modified_entropy=modified_entropy.numpy(),
         confidence=probs.max(1).values.numpy(),
