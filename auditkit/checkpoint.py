@@ -176,7 +176,7 @@ def _read_payload(path: Path) -> dict[str, Any]:
                                   "with model.state_dict()") from None
         raise InputError(f"checkpoint {name!r} is not a readable torch file ({first})",
                          hint="the file is truncated or not a checkpoint; re-create it with `auditkit train`") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # a corrupt file can make the unpickler raise anything (KeyError, EOFError, ...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"checkpoint {name!r} is not a readable torch file ({first})",
                          hint="the file is truncated or not a checkpoint; re-create it with `auditkit train`") from None
