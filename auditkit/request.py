@@ -96,7 +96,7 @@ def parse_request(path: str | Path, *, id_column: str | None = None) -> ForgetRe
         # utf-8-sig drops a leading BOM, which spreadsheet programs like to write.
         text = io.TextIOWrapper(io.BufferedReader(_HashingReader(raw, digest), _CHUNK), encoding="utf-8-sig",
                                 newline="")
-        ids, column, header_seen, duplicates, examples = _read_ids(csv.reader(text), id_column, name)
+        ids, column, header_seen, duplicates, examples = _read_ids(csv.reader(text, strict=True), id_column, name)
     if not ids:
         what = "has a header but no IDs" if header_seen else "is empty"
         raise InputError(f"deletion request {name!r} {what}", hint="list one sample ID per line")
