@@ -227,6 +227,9 @@ def _fake_kernel(forget_logits, forget_labels, retain_logits, retain_labels, tau
 
 def _setup_context(ctx, inputs, output) -> None:
     ctx.save_for_backward(output[5], output[6])
+    # Only the loss is differentiable; materialising zero gradients for the other six outputs would
+    # fill two [B, C] tensors per backward (measured: more than the whole kernel).
+    ctx.set_materialize_grads(False)
 
 
 def _is_plain_cpu_one(grad: torch.Tensor) -> bool:
@@ -236,6 +239,8 @@ def _is_plain_cpu_one(grad: torch.Tensor) -> bool:
 
 def _backward(ctx, grad_loss, *_unused_grads):
     # The kernel already wrote d loss / d logits; the per-sample outputs are not differentiable.
+    if grad_loss is None:  # the loss was not used (autograd passes None: grads are not materialised)
+        return None, None, None, None, None, None, None
     forget_grad, retain_grad = ctx.saved_tensors
     if not _is_plain_cpu_one(grad_loss):
         forget_grad = (forget_grad * grad_loss).to(forget_grad.dtype)
