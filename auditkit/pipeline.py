@@ -16,7 +16,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from auditkit import __version__
 from auditkit.audit import DEFAULT_ATTACKS, Policy, run_audit
 from auditkit.checkpoint import check_matches_dataset, load_checkpoint, model_builder, save_checkpoint, train_checkpoint
 from auditkit.data import SampleSet
-from auditkit.errors import InputError, RunError
+from auditkit.errors import AuditkitError, InputError, RunError
 from auditkit.fsutil import atomic_write_text, sha256_file
 from auditkit.interfaces import Attack, UnlearningMethod, UnlearningTask
 from auditkit.ops import resolve_backend
@@ -159,20 +159,31 @@ def _resolve(settings: RunSettings, *, with_method: bool) -> _Resolved:
                              hint="train one with `auditkit train`" if role != "request"
                              else "pass a CSV of sample IDs with --ids")
     registry = _registry(settings.plugin_files)
-    plugins: list[dict[str, str]] = []
-    method = None
-    if with_method:
-        method = registry.create("methods", settings.method, **settings.method_options)
-        plugins.append(_plugin_entry(registry, "methods", settings.method))
-    attacks: list[Attack] = []
-    policy = None
-    if settings.audit:
-        policy = Policy.from_dict(settings.policy)
-        names = list(settings.attacks) if settings.attacks else list(DEFAULT_ATTACKS)
-        if len(set(names)) != len(names):
-            raise InputError(f"an attack is listed twice in {', '.join(names)}", hint="list each attack once")
-        attacks = [registry.create("attacks", name) for name in names]
-        plugins += [_plugin_entry(registry, "attacks", name) for name in names]
+    problems: list[AuditkitError] = []
+
+    def attempt(create: Callable[[], Any]) -> Any:
+        try:
+            return create()
+        except AuditkitError as exc:
+            problems.append(exc)
+            return None
+
+    method = attempt(lambda: registry.create("methods", settings.method, **settings.method_options)) \
+        if with_method else None
+    names = (list(settings.attacks) if settings.attacks else list(DEFAULT_ATTACKS)) if settings.audit else []
+    if len(set(names)) != len(names):
+        problems.append(InputError(f"an attack is listed twice in {', '.join(names)}", hint="list each attack once"))
+    attacks = [attempt(lambda name=name: registry.create("attacks", name)) for name in names]
+    policy = attempt(lambda: Policy.from_dict(settings.policy)) if settings.audit else None
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        # Every plugin, option and policy problem at once, so one edit fixes them all.
+        listed = "; ".join(f"({i}) {p.message}" for i, p in enumerate(problems, start=1))
+        raise type(problems[0])(f"{len(problems)} problems: {listed}",
+                                hint="; ".join(dict.fromkeys(p.hint for p in problems if p.hint)))
+    plugins = ([_plugin_entry(registry, "methods", settings.method)] if with_method else []) + \
+        [_plugin_entry(registry, "attacks", name) for name in names]
     backend = resolve_backend(settings.backend, torch.device("cpu"))
     _check_out(settings.out, force=settings.force)
     if settings.trail.exists():

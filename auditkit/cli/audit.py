@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from auditkit.cli.app import Application
-from auditkit.cli.options import DEFAULT_CHECKPOINT, run_options, settings_from_options
+from auditkit.cli.options import DEFAULT_CHECKPOINT, output_options, run_options, settings_from_options
 
 
 @click.command()
@@ -16,8 +16,9 @@ from auditkit.cli.options import DEFAULT_CHECKPOINT, run_options, settings_from_
 @click.option("--original", type=click.Path(path_type=Path), default=None,
               help=f"The model trained on all the data, for before/after [default: {DEFAULT_CHECKPOINT}].")
 @run_options
+@output_options
 @click.pass_obj
-def audit(app: Application, original: Path | None, **flags) -> int:
+def audit(app: Application, **flags) -> int:
     """Audit --checkpoint (e.g. a retrained model, or someone else's unlearning) against a request.
 
     The checkpoint is audited in the role of the unlearned model, compared with --original and, with
@@ -26,10 +27,9 @@ def audit(app: Application, original: Path | None, **flags) -> int:
     """
     from auditkit.pipeline import run_audit_checkpoint
 
-    if flags["checkpoint"] is None:
+    settings = settings_from_options(flags, kind="audit")
+    if settings.checkpoint is None:
         raise click.UsageError("auditkit audit needs --checkpoint (the model to audit)")
-    settings = settings_from_options(app, flags, kind="audit")
-    settings.original = original if original is not None else DEFAULT_CHECKPOINT
     with app.progress() as progress:
         outcome = run_audit_checkpoint(settings, progress=progress)
     app.report_outcome(outcome)

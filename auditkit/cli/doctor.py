@@ -9,10 +9,12 @@ from typing import Any
 import click
 
 from auditkit.cli.app import Application
+from auditkit.cli.options import output_options
 
 
 @click.command()
 @click.option("--build", is_flag=True, help="Build (or load) the fused op now and report how long it took.")
+@output_options
 @click.pass_obj
 def doctor(app: Application, build: bool) -> int:
     """Check the installation: Python, torch, CUDA, the fused op's build and backends, plugin errors.

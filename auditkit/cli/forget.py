@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from auditkit.cli.app import Application
-from auditkit.cli.options import run_options, settings_from_options
+from auditkit.cli.options import output_options, run_options, settings_from_options
 
 
 @click.command()
@@ -18,6 +18,7 @@ from auditkit.cli.options import run_options, settings_from_options
               help="Option of the method (repeatable), e.g. --option per_sample=true.")
 @click.option("--no-audit", is_flag=True, help="Skip the membership-inference battery (the report says so).")
 @run_options
+@output_options
 @click.pass_obj
 def forget(app: Application, **flags) -> int:
     """Forget the samples in --ids from a trained model and prove it with a membership-inference audit.
@@ -30,7 +31,7 @@ def forget(app: Application, **flags) -> int:
     """
     from auditkit.pipeline import run_forget
 
-    settings = settings_from_options(app, flags, kind="forget")
+    settings = settings_from_options(flags, kind="forget")
     app.detail(f"forgetting with {settings.method} from {settings.checkpoint} into {settings.out}")
     with app.progress() as progress:
         outcome = run_forget(settings, progress=progress)

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from auditkit.cli.app import Application
 from auditkit.errors import InputError
 
 DEFAULT_CHECKPOINT = Path("runs") / "digits-mlp.pt"
@@ -72,21 +73,69 @@ def run_options(function: Any) -> Any:
     return function
 
 
-def settings_from_options(app: Any, flags: dict[str, Any], *, kind: str) -> Any:
-    """Merge auditkit.toml (when given or present) and the command-line flags into ``RunSettings``."""
+def load_settings_file(path: Path | None) -> Any:
+    """The auditkit.toml named by --config, else ./auditkit.toml when present, else empty settings."""
+    from auditkit.config import Config, discover_config, load_config
+
+    source = path if path is not None else discover_config()
+    return load_config(source) if source is not None else Config()
+
+
+def settings_from_options(flags: dict[str, Any], *, kind: str) -> Any:
+    """Merge auditkit.toml and the command-line flags (flags win) into ``RunSettings``."""
+    from auditkit.config import merge
     from auditkit.pipeline import TRAIL_FILE, RunSettings, default_run_dir
 
-    checkpoint = flags["checkpoint"] or (DEFAULT_CHECKPOINT if kind == "forget" else None)
-    out = flags["out"] or default_run_dir()
-    settings = RunSettings(
-        checkpoint=checkpoint, request=flags["request"], out=out,
-        trail=flags["trail"] or out.parent / TRAIL_FILE,
-        method=flags.get("method") or "nabla-tau",
-        method_options=parse_key_values(flags.get("method_options", ()), flag="--option"),
-        attacks=split_names(flags["attacks"]), backend=flags["backend"] or "auto",
-        seed=0 if flags["seed"] is None else flags["seed"], audit=not flags.get("no_audit", False),
-        include_ids=flags["include_ids"], force=flags["force"], id_column=flags["id_column"],
-        plugin_files=list(flags["plugin_files"]), config_path=flags["config_path"], retrained=flags["retrained"],
-        dataset=flags["dataset"],
+    method_options = parse_key_values(flags.get("method_options", ()), flag="--option")
+    config = merge(
+        load_settings_file(flags["config_path"]),
+        checkpoint=flags["checkpoint"] if kind == "forget" else None, dataset=flags["dataset"], method=flags.get("method"),
+        method_options=method_options or None, attacks=split_names(flags["attacks"]),
+        plugins=flags["plugin_files"] or None, output_dir=flags["out"], audit_trail=flags["trail"],
+        seed=flags["seed"], backend=flags["backend"],
     )
-    return settings
+    # auditkit.toml's checkpoint is the trained (original) model: what forget unlearns, what audit compares with.
+    original = config.checkpoint or DEFAULT_CHECKPOINT
+    if kind == "audit":
+        checkpoint, original = flags["checkpoint"], flags["original"] or original
+    else:
+        checkpoint, original = original, None
+    out = config.output_dir or default_run_dir()
+    return RunSettings(
+        checkpoint=checkpoint, request=flags["request"], out=out,
+        trail=config.audit_trail or out.parent / TRAIL_FILE,
+        method=config.method or "nabla-tau", method_options=dict(config.method_options),
+        attacks=list(config.attacks) if config.attacks else None, policy=dict(config.policy),
+        backend=config.backend or "auto", seed=0 if config.seed is None else config.seed,
+        audit=not flags.get("no_audit", False), include_ids=flags["include_ids"], force=flags["force"],
+        id_column=flags["id_column"], plugin_files=list(config.plugins), config_path=config.source,
+        retrained=flags["retrained"], dataset=config.dataset, original=original,
+    )
+
+
+def output_options(function: Any) -> Any:
+    """-v / -q / --json also after the command name (``auditkit forget ... --json``), not only before it."""
+
+    def set_verbose(ctx: click.Context, _param: Any, value: int) -> None:
+        if value:
+            app = ctx.find_object(Application)
+            app.verbosity = max(app.verbosity, 0) + value
+
+    def set_quiet(ctx: click.Context, _param: Any, value: bool) -> None:
+        if value:
+            ctx.find_object(Application).verbosity = -1
+
+    def set_json(ctx: click.Context, _param: Any, value: bool) -> None:
+        if value:
+            ctx.find_object(Application).json_output = True
+
+    for decorate in (
+        click.option("--json", is_flag=True, expose_value=False, callback=set_json,
+                     help="Print a machine-readable summary on stdout."),
+        click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=set_quiet, help="Only errors on stderr."),
+        click.option("-v", "--verbose", count=True, expose_value=False, callback=set_verbose,
+                     help="More detail on stderr (repeatable)."),
+    ):
+        function = decorate(function)
+    return function
+

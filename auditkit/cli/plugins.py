@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from auditkit.cli.app import Application
-from auditkit.cli.options import plugins_option
+from auditkit.cli.options import output_options, plugins_option
 
 
 @click.group()
@@ -21,6 +21,7 @@ def plugins() -> None:
 @click.option("--kind", type=click.Choice(["datasets", "models", "methods", "attacks"]), default=None,
               help="Only this kind.")
 @plugins_option
+@output_options
 @click.pass_obj
 def list_plugins(app: Application, kind: str | None, plugin_files: tuple[Path, ...]) -> int:
     """List plugins: kind, name, source distribution and version, load errors."""

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from auditkit.cli.app import Application
+from auditkit.cli.options import output_options
 from auditkit.errors import InputError
 
 
@@ -15,6 +16,7 @@ from auditkit.errors import InputError
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("report.html"), show_default=True,
               help="Where to write the HTML report.")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
+@output_options
 @click.pass_obj
 def report(app: Application, record_path: Path, output: Path, force: bool) -> int:
     """Render RECORD.json as a self-contained HTML report (deterministic for the same record)."""

@@ -7,11 +7,18 @@ from pathlib import Path
 import click
 
 from auditkit.cli.app import Application
-from auditkit.cli.options import DEFAULT_CHECKPOINT, parse_key_values, plugins_option, seed_option
+from auditkit.cli.options import (
+    output_options,
+    DEFAULT_CHECKPOINT,
+    load_settings_file,
+    parse_key_values,
+    plugins_option,
+    seed_option,
+)
 
 
 @click.command()
-@click.option("--dataset", default="digits", show_default=True, help="Dataset plugin.")
+@click.option("--dataset", default=None, help="Dataset plugin [default: digits].")
 @click.option("--dataset-option", "dataset_options", multiple=True, metavar="KEY=VALUE",
               help="Dataset plugin option (repeatable).")
 @click.option("--model", default=None, help="Model plugin [default: the dataset's default model].")
@@ -25,22 +32,33 @@ from auditkit.cli.options import DEFAULT_CHECKPOINT, parse_key_values, plugins_o
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help=f"Checkpoint to write [default: runs/<dataset>-<model>.pt, e.g. {DEFAULT_CHECKPOINT}].")
 @click.option("--force", is_flag=True, help="Replace an existing checkpoint.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="auditkit.toml with defaults for these options [default: ./auditkit.toml if present].")
 @plugins_option
+@output_options
 @click.pass_obj
 def train(app: Application, dataset: str, dataset_options: tuple[str, ...], model: str | None,
           model_options: tuple[str, ...], epochs: int | None, lr: float | None, batch_size: int | None,
-          weight_decay: float | None, seed: int | None, out: Path | None, force: bool,
+          weight_decay: float | None, seed: int | None, out: Path | None, force: bool, config_path: Path | None,
           plugin_files: tuple[Path, ...]) -> int:
     """Train a model on a dataset's train split (the demo: `auditkit train` on digits)."""
     from auditkit.pipeline import TrainSettings, run_train
 
+    from auditkit.config import merge
+
     recipe = {key: value for key, value in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size),
                                             ("weight_decay", weight_decay)) if value is not None}
+    config = merge(
+        load_settings_file(config_path), dataset=dataset,
+        dataset_options=parse_key_values(dataset_options, flag="--dataset-option") or None, model=model,
+        model_options=parse_key_values(model_options, flag="--model-option") or None, recipe=recipe or None,
+        seed=seed, plugins=plugin_files or None, checkpoint=out,
+    )
     settings = TrainSettings(
-        dataset=dataset, dataset_options=parse_key_values(dataset_options, flag="--dataset-option"),
-        model=model, model_options=parse_key_values(model_options, flag="--model-option") if model_options else None,
-        recipe=recipe, seed=0 if seed is None else seed, force=force, plugin_files=list(plugin_files),
-        out=out,
+        dataset=config.dataset or "digits", dataset_options=dict(config.dataset_options), model=config.model,
+        model_options=dict(config.model_options) if config.model_options else None, recipe=dict(config.recipe),
+        seed=0 if config.seed is None else config.seed, force=force, plugin_files=list(config.plugins),
+        out=config.checkpoint,
     )
     with app.progress() as progress:
         summary = run_train(settings, progress=progress)

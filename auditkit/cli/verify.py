@@ -7,11 +7,13 @@ from pathlib import Path
 import click
 
 from auditkit.cli.app import Application
+from auditkit.cli.options import output_options
 from auditkit.errors import EXIT_POLICY_FAILED
 
 
 @click.command()
 @click.argument("path", metavar="TRAIL|RECORD", type=click.Path(path_type=Path))
+@output_options
 @click.pass_obj
 def verify(app: Application, path: Path) -> int:
     """Verify an audit trail (audit-trail.jsonl) or a run's record.json.

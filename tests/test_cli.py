@@ -1,0 +1,261 @@
+"""The command line end to end on real digits: train, forget, audit, report, verify, plugins, doctor.
+
+Everything runs in-process through ``run_cli`` (the console script's own exit-code mapping), with a
+small recipe and a short unlearning run so the module stays within a few tens of seconds on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from auditkit import pipeline
+from auditkit.cli import cli
+from auditkit.cli.app import run_cli
+from auditkit.fsutil import sha256_file
+from auditkit.record import RunRecord
+from auditkit.report import render_report
+
+HOSTILE = "<script>alert(1)</script>"
+FAST_CONFIG = """
+seed = 3
+backend = "reference"
+attacks = ["loss", "lr-loss"]
+
+[method]
+name = "nabla-tau"
+options = { epochs = 2, min_retain_batches = 4 }
+
+[policy]
+bootstrap_rounds = 50
+retain_sample_size = 100
+exposure_attack = "loss"
+"""
+HOSTILE_PLUGIN = f'''
+import numpy as np
+from auditkit.interfaces import Attack, AttackOutput
+
+class HostileNamedAttack(Attack):
+    PLUGIN_NAME = {HOSTILE!r}
+    DESCRIPTION = "a loss attack whose name is markup"
+
+    def score(self, data):
+        return AttackOutput(scores=-np.asarray(data.target.loss, dtype=np.float64))
+'''
+
+
+def invoke(capsys, *args: str) -> tuple[int, str, str]:
+    """Run the CLI like the console script does; returns (exit code, stdout, stderr)."""
+    code = run_cli(cli, list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A folder with a small trained digits checkpoint, a request for 20 training IDs and a fast config."""
+    root = tmp_path_factory.mktemp("cli")
+    code = run_cli(cli, ["-q", "train", "--epochs", "60", "--out", str(root / "runs" / "digits-mlp.pt")])
+    assert code == 0
+    from auditkit_plugins.datasets.sklearn_data import DigitsDataset
+
+    data = DigitsDataset().load()
+    ids = np.random.default_rng(0).choice(data.ids[data.indices("train")], size=20, replace=False)
+    (root / "request.csv").write_text("id\n" + "\n".join(sorted(ids)) + "\n", encoding="utf-8")
+    (root / "auditkit.toml").write_text(FAST_CONFIG, encoding="utf-8")
+    (root / "hostile.py").write_text(HOSTILE_PLUGIN, encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def first_run(workspace):
+    """One `auditkit forget` with the defaults the demo uses (checkpoint, out, trail) plus the config."""
+    import contextlib
+    import io
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(workspace)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = run_cli(cli, ["forget", "--ids", "request.csv", "--out", "runs/first", "--json",
+                                 "--plugins", "hostile.py", "--attacks", f"loss,lr-loss,{HOSTILE}"])
+    finally:
+        os.chdir(cwd)
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def test_forget_writes_model_record_report_and_trail(workspace, first_run):
+    code, out, err = first_run
+    run = workspace / "runs" / "first"
+    summary = json.loads(out)  # stdout holds only the JSON summary; humans read stderr
+    record = RunRecord.load(run / "record.json")
+    assert code == summary["exit_code"] == (0 if record.summary["passed"] else 1)
+    assert summary["report"] == "runs/first/report.html" and "report: runs/first/report.html" in err
+    assert sorted(p.name for p in run.iterdir()) == ["model.pt", "record.json", "report.html"]
+    assert not [p for p in (workspace / "runs").iterdir() if p.name.startswith(".")]  # no staging left
+
+    assert record.kind == "forget" and record.request["count"] == 20 and record.request["ids"] is None
+    assert record.request["sha256"] == sha256_file(workspace / "request.csv")
+    assert record.checkpoints["original"]["sha256"] == sha256_file(workspace / "runs" / "digits-mlp.pt")
+    assert record.outputs["model.pt"] == sha256_file(run / "model.pt") == record.summary["unlearned_sha256"]
+    assert record.method["name"] == "nabla-tau" and record.method["settings"]["epochs"] == 2  # from auditkit.toml
+    assert len(record.history) == 2 and {"tau", "mia", "forget_loss"} <= set(record.history[0])
+    assert {a["attack"] for a in record.audit["attacks"]} == {"loss", "lr-loss", HOSTILE}
+    prov = record.provenance
+    assert prov["seed"] == 3 and prov["op_backend"] == "reference"
+    assert prov["config_sha256"] == sha256_file(workspace / "auditkit.toml")
+    assert {p["name"] for p in prov["plugins"]} >= {"nabla-tau", "digits", "mlp", HOSTILE}
+    assert any(key.startswith("plugin-file:") for key in prov["inputs"])
+
+    trail = workspace / "runs" / "audit-trail.jsonl"
+    entry = json.loads(trail.read_text(encoding="utf-8").splitlines()[0])["entry"]
+    assert entry["record"] == "first/record.json" and entry["record_sha256"] == sha256_file(run / "record.json")
+
+
+def test_report_is_a_pure_view_of_the_record(workspace, first_run, capsys):
+    run = workspace / "runs" / "first"
+    html = (run / "report.html").read_text(encoding="utf-8")
+    assert render_report(RunRecord.load(run / "record.json")) == html  # same record, same bytes
+    assert HOSTILE not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+    out_file = workspace / "again.html"
+    code, _, _ = invoke(capsys, "report", str(run / "record.json"), "-o", str(out_file))
+    assert code == 0 and out_file.read_text(encoding="utf-8") == html
+    code, _, err = invoke(capsys, "report", str(run / "record.json"), "-o", str(out_file))
+    assert code == 2 and "already exists" in err
+
+
+def test_verify_accepts_intact_outputs_and_names_tampering(workspace, first_run, capsys):
+    run = workspace / "runs" / "first"
+    trail = workspace / "runs" / "audit-trail.jsonl"
+    assert invoke(capsys, "verify", str(trail))[0] == 0
+    code, out, _ = invoke(capsys, "--json", "verify", str(run / "record.json"))
+    assert code == 0 and json.loads(out)["ok"]
+
+    copy = workspace / "tampered"
+    copy.mkdir()
+    for name in ("model.pt", "record.json", "report.html"):
+        (copy / name).write_bytes((run / name).read_bytes())
+    with open(copy / "model.pt", "r+b") as handle:
+        handle.seek(200)
+        handle.write(b"\x00\x01\x02")
+    code, _, err = invoke(capsys, "verify", str(copy / "record.json"))
+    assert code == 1 and "MISMATCH: model.pt has SHA-256" in err
+
+    bad_trail = copy / "trail.jsonl"
+    lines = trail.read_text(encoding="utf-8").splitlines()
+    lines.insert(0, lines[0])
+    bad_trail.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, out, err = invoke(capsys, "verify", "--json", str(bad_trail))
+    assert code == 1 and json.loads(out)["bad_line"] == 2 and "TAMPERED: line 2" in err
+
+
+def test_same_seed_gives_the_same_model_and_record(workspace, first_run, capsys, monkeypatch):
+    monkeypatch.chdir(workspace)
+    code, _, _ = invoke(capsys, "-q", "forget", "--ids", "request.csv", "--out", "runs/second", "--plugins",
+                        "hostile.py", "--attacks", f"loss,lr-loss,{HOSTILE}")
+    assert code == first_run[0]
+    first, second = (RunRecord.load(workspace / "runs" / name / "record.json").to_dict() for name in ("first", "second"))
+    assert first["summary"]["unlearned_sha256"] == second["summary"]["unlearned_sha256"]
+    for record in (first, second):
+        for key in ("started_utc", "finished_utc"):
+            record["provenance"].pop(key)
+        record["outputs"].pop("report.html")  # the report shows the run's times
+    assert first == second
+    assert invoke(capsys, "verify", "runs/audit-trail.jsonl")[0] == 0  # two chained lines
+
+
+def test_audit_command_audits_a_checkpoint_against_the_original(workspace, first_run, capsys, monkeypatch):
+    monkeypatch.chdir(workspace)
+    before = sha256_file("runs/first/model.pt")
+    code, out, err = invoke(capsys, "--json", "audit", "--checkpoint", "runs/first/model.pt", "--ids", "request.csv",
+                            "--out", "runs/audited")
+    record = RunRecord.load("runs/audited/record.json")
+    assert code == (0 if record.summary["passed"] else 1) == json.loads(out)["exit_code"]
+    assert record.kind == "audit" and record.method is None and record.history == []
+    assert record.checkpoints["audited"]["sha256"] == before == sha256_file("runs/first/model.pt")
+    assert record.checkpoints["original"]["path"] == str(Path("runs") / "digits-mlp.pt")
+    assert "Unlearning over epochs" not in Path("runs/audited/report.html").read_text(encoding="utf-8")
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--out", "runs/first"], "already exists"),
+        (["--method", "nabla-ta"], "did you mean 'nabla-tau'"),
+        (["--attacks", "loss,los"], "did you mean 'loss'"),
+        (["--option", "tau=1"], "has no option 'tau'"),
+        (["--option", "nonsense"], "is not key=value"),
+        (["--checkpoint", "missing.pt"], "does not exist"),
+        (["--dataset", "breast-cancer"], "was trained on dataset 'digits'"),
+        (["--ids", "unknown.csv"], "are not in dataset"),
+        (["--config", "broken.toml"], "2 problems"),
+    ],
+)
+def test_bad_input_exits_2_with_a_hint_and_changes_nothing(workspace, first_run, capsys, monkeypatch, args, fragment):
+    monkeypatch.chdir(workspace)
+    (workspace / "unknown.csv").write_text(f"id\ndigits-0001\n{HOSTILE}\n", encoding="utf-8")
+    (workspace / "broken.toml").write_text("sed = 1\nattacks = 3\n", encoding="utf-8")
+    before = _snapshot(workspace)
+    base = ["forget", "--ids", "request.csv", "--out", "runs/never"]
+    code, out, err = invoke(capsys, *base, *args)
+    assert code == 2, err
+    assert fragment in err and "hint:" in err and "Traceback" not in err and out == ""
+    assert _snapshot(workspace) == before
+    if "unknown.csv" in args:
+        assert HOSTILE in err  # an untrusted ID is printed verbatim, never interpreted as rich markup
+
+
+def test_interrupt_exits_130_and_leaves_no_output(workspace, first_run, capsys, monkeypatch):
+    monkeypatch.chdir(workspace)
+
+    def interrupted(**_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run_audit", interrupted)  # after unlearning, before any output
+    before = _snapshot(workspace)
+    code, _, err = invoke(capsys, "forget", "--ids", "request.csv", "--out", "runs/interrupted")
+    assert code == 130 and "interrupted; nothing was written" in err
+    assert _snapshot(workspace) == before
+    assert not [p for p in (workspace / "runs").iterdir() if p.name.startswith(".")]
+
+
+def test_no_audit_still_writes_everything_and_says_so(workspace, first_run, capsys, monkeypatch):
+    monkeypatch.chdir(workspace)
+    code, _, err = invoke(capsys, "forget", "--ids", "request.csv", "--out", "runs/unaudited", "--no-audit",
+                          "--include-ids")
+    record = RunRecord.load("runs/unaudited/record.json")
+    assert code == 0 and record.audit is None and record.summary["passed"] is None and "audit skipped" in err
+    assert record.request["ids"] == sorted(Path("request.csv").read_text(encoding="utf-8").split()[1:])
+    assert "NOT AUDITED" in Path("runs/unaudited/report.html").read_text(encoding="utf-8")
+
+
+def test_plugins_list_shows_sources_and_escapes_names(workspace, capsys):
+    code, out, err = invoke(capsys, "plugins", "list", "--json", "--plugins", str(workspace / "hostile.py"))
+    assert code == 0
+    listed = {(p["kind"], p["name"]): p for p in json.loads(out)["plugins"]}
+    assert listed[("methods", "nabla-tau")]["source"].startswith("auditkit")
+    assert listed[("attacks", HOSTILE)]["source"].startswith("file ")
+    assert HOSTILE in err  # shown literally (rich markup would have eaten the tag)
+
+
+def test_doctor_reports_torch_and_the_op(capsys):
+    code, out, err = invoke(capsys, "doctor", "--json")
+    report = json.loads(out)
+    assert code == (3 if report["problems"] else 0)
+    assert report["torch"] and "reference" in report["op"]["available_backends"] and "fused op:" in err
+
+
+def test_usage_errors_exit_2_without_traceback(capsys):
+    for args in (["forget"], ["nonsense"], ["train", "--epochs", "many"], ["forget", "--ids", "x.csv", "--backend", "gpu"]):
+        code, _, err = invoke(capsys, *args)
+        assert code == 2 and err.startswith("error: ") and "Traceback" not in err
