@@ -130,10 +130,15 @@ def _cuda_wanted() -> bool:
     return torch.version.cuda is not None and torch.cuda.is_available()
 
 
-def build_plan() -> BuildPlan:
-    """The build this machine needs: sources, flags and the cache directory keyed by their hash."""
+def build_plan(*, with_cuda: bool | None = None) -> BuildPlan:
+    """The build this machine needs: sources, flags and the cache directory keyed by their hash.
+
+    Args:
+        with_cuda: compile the CUDA kernel; ``None`` means when torch has CUDA and sees a GPU (CI sets
+            it to compile the kernel on a machine without one).
+    """
     csrc = resource_dir("csrc")
-    with_cuda = _cuda_wanted()
+    with_cuda = _cuda_wanted() if with_cuda is None else with_cuda
     sources = tuple(csrc / name for name in _SOURCES + (_CUDA_SOURCES if with_cuda else ()))
     cpu_isa = torch.backends.cpu.get_cpu_capability()
     cflags = ("-O3", *_ISA_FLAGS.get(cpu_isa, []))
@@ -159,8 +164,12 @@ def _first_error_lines(text: str, limit: int = 3) -> str:
     return " | ".join(lines[:limit]) or text.strip().splitlines()[-1][-400:]
 
 
-def build_extension(*, verbose: bool = False) -> BuildPlan:
+def build_extension(*, verbose: bool = False, with_cuda: bool | None = None) -> BuildPlan:
     """Build (first time) or load (cached) the fused op into this process; idempotent.
+
+    Args:
+        verbose: echo the compiler commands.
+        with_cuda: see :func:`build_plan`.
 
     Raises:
         OpBuildError: the compiler failed or is missing; the message quotes its first error lines.
@@ -171,7 +180,7 @@ def build_extension(*, verbose: bool = False) -> BuildPlan:
             return _loaded_plan
         if _build_error is not None:
             raise _build_error
-        plan = build_plan()
+        plan = build_plan(with_cuda=with_cuda)
         try:
             if (plan.directory / _COMPLETE_MARKER).is_file() and plan.library.is_file():
                 torch.ops.load_library(str(plan.library))
