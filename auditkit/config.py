@@ -9,6 +9,7 @@ Example::
     attacks = ["lr-loss", "loss", "entropy"]
     plugins = ["my_attack.py"]           # plugin files, like --plugins
     backend = "auto"
+    id_column = "id"                     # the deletion request's ID column, like --id-column
 
     [dataset]                            # or simply: dataset = "digits"
     name = "digits"
@@ -52,7 +53,7 @@ else:  # pragma: no cover - Python 3.10 ships no TOML reader
 CONFIG_NAME = "auditkit.toml"
 _PLUGIN_KEYS = {"dataset": "datasets", "model": "models", "method": "methods"}
 _PATH_KEYS = ("checkpoint", "output_dir", "audit_trail")
-_STRING_KEYS = ("backend",)
+_STRING_KEYS = ("backend", "id_column")
 _TOP_LEVEL = (*_PLUGIN_KEYS, *_PATH_KEYS, *_STRING_KEYS, "seed", "attacks", "plugins", "policy", "recipe")
 
 
@@ -78,6 +79,7 @@ class Config:
     audit_trail: Path | None = None
     seed: int | None = None
     backend: str | None = None
+    id_column: str | None = None
     recipe: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
 
@@ -209,7 +211,12 @@ def merge(config: Config, **overrides: Any) -> Config:
     if "attacks" in given:
         given["attacks"] = tuple(given["attacks"])
     if "plugins" in given:
-        given["plugins"] = (*config.plugins, *map(Path, given["plugins"]))
+        # A file named both in auditkit.toml and by --plugins must load once: a second import would
+        # register its classes again and collide with themselves.
+        unique: dict[Path, Path] = {}
+        for path in (*config.plugins, *map(Path, given["plugins"])):
+            unique.setdefault(path.resolve(), path)
+        given["plugins"] = tuple(unique.values())
     return replace(config, **given)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ FULL = textwrap.dedent(
     attacks = ["lr-loss", "loss"]
     plugins = ["my_attack.py"]
     backend = "reference"
+    id_column = "sample"
 
     [dataset]
     name = "digits"
@@ -49,6 +51,7 @@ def test_full_config_is_parsed_with_paths_relative_to_the_file(tmp_path):
     (tmp_path / "my_attack.py").write_text("")
     config = load_config(write(tmp_path, FULL))
     assert config.seed == 7 and config.backend == "reference" and config.method == "nabla-tau"
+    assert config.id_column == "sample"
     assert config.dataset == "digits" and config.dataset_options == {"split_seed": 3, "image": True}
     assert config.model == "cnn" and config.model_options == {"channels": [8, 16]}
     assert config.checkpoint == tmp_path.resolve() / "runs" / "model.pt"
@@ -98,6 +101,8 @@ def test_cli_flags_override_the_file(tmp_path):
     other = merge(config, seed=9, dataset="breast-cancer", attacks=["lr-loss"], plugins=["x.py"])
     assert other.seed == 9 and other.dataset == "breast-cancer" and other.dataset_options == {}
     assert other.attacks == ("lr-loss",) and other.plugins == (Path("x.py"),)
+    twice = merge(replace(config, plugins=(tmp_path / "a.py", tmp_path / "b.py")), plugins=[tmp_path / "a.py"])
+    assert twice.plugins == (tmp_path / "a.py", tmp_path / "b.py")  # a file given twice is loaded once
     assert merge(Config(), method="retrain").method == "retrain"
     with pytest.raises(TypeError, match="unknown settings"):
         merge(config, sed=1)

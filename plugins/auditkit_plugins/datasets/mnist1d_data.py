@@ -26,7 +26,7 @@ class Mnist1dDataset(DatasetPlugin):
                "num_samples": 5000, "generator_seed": 42}
     DEFAULT_MODEL = "mlp"
     DEFAULT_MODEL_OPTIONS = {"widths": (256, 256)}
-    DEFAULT_RECIPE = TrainRecipe(epochs=60, batch_size=32, lr=1e-3)
+    DEFAULT_RECIPE = TrainRecipe(epochs=30, batch_size=32, lr=1e-3)
 
     def load(self) -> SampleSet:
         """``[num_samples, 40]`` features (zero mean, unit std), IDs ``mnist1d-00000`` …"""
