@@ -148,6 +148,22 @@ def _interval(low: float, high: float) -> str:
     return f"[{low:.3f}, {high:.3f}]"
 
 
+def check_battery(attacks: list[Attack], policy: Policy, *, has_reference_trainer: bool) -> None:
+    """Fail early (before any training or unlearning) on a battery that :func:`run_audit` would reject."""
+    names = [attack.PLUGIN_NAME for attack in attacks]
+    if not names:
+        raise InputError("the attack battery is empty", hint=f"name at least one attack, e.g. {DEFAULT_ATTACKS[0]}")
+    if len(set(names)) != len(names):
+        raise InputError(f"an attack is listed twice in {', '.join(names)}", hint="list each attack once")
+    if policy.exposure_attack not in names:
+        raise InputError(f"the policy's exposure attack {policy.exposure_attack!r} is not in the battery",
+                         hint=f"add it to the attacks or set exposure_attack to one of {', '.join(names)}")
+    needy = [attack.PLUGIN_NAME for attack in attacks if attack.reference_models()]
+    if needy and not has_reference_trainer:
+        raise InputError(f"{', '.join(needy)} need reference models but no reference trainer was given",
+                         hint="audit a checkpoint with a recorded training recipe, or drop those attacks")
+
+
 def run_audit(
     *,
     data: SampleSet,
@@ -186,17 +202,8 @@ def run_audit(
     for name, group in (("forget", forget), ("retain", retain), ("test", test)):
         if len(group) == 0:
             raise InputError(f"the {name} set is empty", hint="check the deletion request and the dataset split")
-    names = [attack.PLUGIN_NAME for attack in attacks]
-    if len(set(names)) != len(names):
-        raise InputError(f"an attack is listed twice in {names}", hint="list each attack once")
-    if policy.exposure_attack not in names:
-        raise InputError(f"the policy's exposure attack {policy.exposure_attack!r} is not in the battery",
-                         hint=f"add it to the attacks or set exposure_attack to one of {', '.join(names)}")
+    check_battery(attacks, policy, has_reference_trainer=reference_trainer is not None)
     reference_count = max((attack.reference_models() for attack in attacks), default=0)
-    if reference_count and reference_trainer is None:
-        needy = [a.PLUGIN_NAME for a in attacks if a.reference_models()]
-        raise InputError(f"{', '.join(needy)} need reference models but no reference trainer was given",
-                         hint="audit a checkpoint with a recorded training recipe, or drop those attacks")
 
     rng = np.random.default_rng(seed)
     retain_sample = np.sort(rng.choice(retain, size=min(policy.retain_sample_size, len(retain)), replace=False))

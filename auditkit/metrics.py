@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import beta, norm, rankdata
+from scipy.stats import beta, norm
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
@@ -99,25 +99,29 @@ def bootstrap_auc_accuracy(
     """
     scores, members = _check_scores(scores, members)
     rng = np.random.default_rng(seed)
-    pos, neg = scores[members], scores[~members]
-    n_pos, n_neg = len(pos), len(neg)
-    sample = np.concatenate(
-        [pos[rng.integers(0, n_pos, (rounds, n_pos))], neg[rng.integers(0, n_neg, (rounds, n_neg))]], axis=1
-    )
-    # Mann–Whitney form of the AUC with midranks, i.e. exactly roc_auc_score on every replicate.
-    ranks = rankdata(sample, axis=1)
-    auc = (ranks[:, :n_pos].sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-    # Best-threshold balanced accuracy: sweep thresholds from the top score down, only cutting between
-    # distinct values so tied scores fall on the same side.
-    order = np.argsort(-sample, axis=1, kind="stable")
-    sorted_scores = np.take_along_axis(sample, order, axis=1)
-    is_member = order < n_pos
-    tpr = np.cumsum(is_member, axis=1) / n_pos
-    fpr = np.cumsum(~is_member, axis=1) / n_neg
-    valid = np.ones_like(is_member)
-    valid[:, :-1] = sorted_scores[:, :-1] != sorted_scores[:, 1:]
-    balanced = np.where(valid, (tpr + 1 - fpr) / 2, 0.0).max(1)
-    return auc, np.maximum(balanced, 0.5)
+    # One sort for all replicates: a replicate only changes how often each distinct score occurs, so
+    # it is a [rounds, distinct scores] histogram per class, from which AUC and ROC are cumulative sums.
+    distinct, position = np.unique(scores, return_inverse=True)
+    histograms = []
+    for group in (members, ~members):
+        n = int(group.sum())
+        draws = rng.integers(0, n, (rounds, n))
+        counts = np.bincount((np.arange(rounds)[:, None] * n + draws).ravel(), minlength=rounds * n)
+        order = np.argsort(position[group], kind="stable")
+        where, starts = np.unique(position[group][order], return_index=True)
+        histogram = np.zeros((rounds, len(distinct)))
+        histogram[:, where] = np.add.reduceat(counts.reshape(rounds, n)[:, order], starts, axis=1)
+        histograms.append(histogram)
+    pos, neg = histograms
+    n_pos, n_neg = pos.sum(1, keepdims=True), neg.sum(1, keepdims=True)
+    # Mann–Whitney with ties counted half, i.e. exactly roc_auc_score on every replicate.
+    neg_below = np.cumsum(neg, axis=1) - neg
+    auc = ((pos * (neg_below + 0.5 * neg)).sum(1, keepdims=True) / (n_pos * n_neg)).ravel()
+    # Threshold at each distinct value t ("member iff score ≥ t"), plus "nobody is a member" (0.5).
+    tpr = np.cumsum(pos[:, ::-1], axis=1) / n_pos
+    fpr = np.cumsum(neg[:, ::-1], axis=1) / n_neg
+    balanced = np.maximum(((tpr + 1 - fpr) / 2).max(1), 0.5)
+    return auc, balanced
 
 
 def percentile_interval(replicates: np.ndarray, *, level: float = 0.95) -> tuple[float, float]:
