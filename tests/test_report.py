@@ -1,0 +1,97 @@
+"""The HTML report: a deterministic, escaped, self-contained view of a record."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_record import sample_record
+
+from auditkit.errors import InputError
+from auditkit.record import RunRecord
+from auditkit.report import MAX_EXPOSED_IDS, render_report, write_report
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+@pytest.fixture(scope="module")
+def hostile_html() -> str:
+    record = sample_record(hostile=HOSTILE)
+    record.method["settings"]["note"] = HOSTILE
+    record.dataset["options"]["path"] = f'"/><img src=x onerror=alert(1)>{HOSTILE}'
+    return render_report(record)
+
+
+def test_every_untrusted_string_is_escaped(hostile_html):
+    assert "<script" not in hostile_html and "onerror=alert" not in hostile_html.replace("onerror=alert(1)&gt;", "")
+    assert "<img" not in hostile_html
+    # the hostile ID, attack name, plugin source and request file all show up, escaped, as text
+    assert hostile_html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 4
+
+
+def test_report_is_self_contained(hostile_html):
+    # No element that could fetch anything: no scripts, links, external images, imports or url()s.
+    for pattern in (r"<script", r"<link", r"<iframe", r"\ssrc=", r"@import", r"url\((?!#)", r"<img"):
+        assert not re.search(pattern, hostile_html), pattern
+    # The only http(s) strings are SVG/XLink namespace names, which browsers never request.
+    urls = set(re.findall(r"https?://[^\s\"'<>]+", hostile_html))
+    assert urls <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}, urls
+    assert hostile_html.count("<svg") == 3  # ROC, loss histograms, history
+
+
+@pytest.fixture(scope="module")
+def plain_html() -> str:
+    return render_report(sample_record())
+
+
+def test_same_record_gives_the_same_bytes_across_processes(tmp_path, plain_html):
+    record_path = tmp_path / "record.json"
+    sample_record().write(record_path)
+    here = plain_html
+    script = ("import sys; from auditkit.record import RunRecord; from auditkit.report import render_report; "
+              "sys.stdout.write(render_report(RunRecord.load(sys.argv[1])))")
+    there = subprocess.run([sys.executable, "-c", script, str(record_path)], capture_output=True, text=True,
+                           check=True, encoding="utf-8").stdout
+    assert here == there
+
+
+@pytest.mark.parametrize("passed, banner", [(True, "PASSED"), (False, "FAILED"), (None, "NOT AUDITED")])
+def test_banner_follows_the_verdict(passed, banner, plain_html):
+    html = plain_html if passed else render_report(sample_record(passed=passed))
+    assert re.search(rf'<div class="verdict">{banner}</div>', html)
+    if passed is None:
+        assert "Membership-inference attacks" not in html and html.count("<svg") == 1  # history only
+
+
+def test_content_an_auditor_needs(plain_html):
+    record = sample_record()
+    html = plain_html
+    for text in ("a" * 64, "b" * 64, "c" * 64, "Utility", "ROC curves", "Loss distributions", "Unlearning over epochs",
+                 "Most exposed forgotten samples", "Privacy of the retained samples", "Method and settings",
+                 "Provenance", "Hayes et al., 2024", "false sense of privacy", record.provenance["torch"]):
+        assert text in html, text
+    exposed = record.audit["exposures"]
+    assert exposed[MAX_EXPOSED_IDS - 1]["id"] in html and exposed[MAX_EXPOSED_IDS]["id"] not in html
+    assert "3 of 60 exceed" in html
+
+
+def test_an_incomplete_record_is_an_input_error_not_a_traceback(tmp_path):
+    record = sample_record(passed=None)
+    del record.dataset["sizes"]
+    with pytest.raises(InputError, match="sizes"):
+        render_report(record)
+    assert not (tmp_path / "r.html").exists()
+    with pytest.raises(InputError):
+        write_report(record, tmp_path / "r.html")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_report_is_atomic_and_complete(tmp_path):
+    target = Path(tmp_path / "report.html")
+    write_report(sample_record(passed=None), target)
+    text = target.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
