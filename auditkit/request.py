@@ -186,7 +186,8 @@ def resolve_request(
         hint = "check that the request is for this dataset and its options (IDs are case-sensitive)"
         if request.id_column is None and unknown == [request.ids[0]]:
             hint = f"the first line {request.ids[0]!r} looks like a header: name the column 'id' or pass --id-column"
-        raise InputError(f"{len(unknown)} of the {request.count} IDs in {name!r} are not in dataset "
+        verb = "is" if len(unknown) == 1 else "are"
+        raise InputError(f"{len(unknown)} of the {request.count} IDs in {name!r} {verb} not in dataset "
                          f"{data.name!r}: {_list(unknown)}", hint=hint)
     positions = np.sort(np.fromiter((lookup[i] for i in request.ids), dtype=np.int64, count=request.count))
     splits = data.splits[positions]
@@ -194,7 +195,7 @@ def resolve_request(
     if len(held_out):
         ids = data.ids[held_out].tolist()
         which = "/".join(sorted(set(data.splits[held_out].tolist()), key=["validation", "test"].index))
-        raise InputError(f"{len(ids)} IDs in {name!r} are in the {which} split and were never learned: {_list(ids)}",
+        raise InputError(f"{len(ids)} ID(s) in {name!r} are in the {which} split and were never learned: {_list(ids)}",
                          hint="remove them from the request; only training samples can be forgotten")
     train_count = len(data.indices("train"))
     left = train_count - len(positions)

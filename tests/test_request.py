@@ -107,7 +107,7 @@ def test_a_header_mistaken_for_an_id_gets_a_hint(tmp_path, digits):
 def test_validation_and_test_ids_were_never_learned(tmp_path, digits):
     held_out = [digits.ids[digits.indices("test")[0]], digits.ids[digits.indices("validation")[0]]]
     request = parse_request(write(tmp_path, "id\n" + "\n".join(train_ids(digits, 1) + held_out)))
-    with pytest.raises(InputError, match="2 IDs in .* are in the validation/test split and were never learned"):
+    with pytest.raises(InputError, match=r"2 ID\(s\) in .* are in the validation/test split and were never learned"):
         resolve_request(request, digits)
 
 
