@@ -237,7 +237,10 @@ def verify_trail(path: str | os.PathLike[str], *, key: bytes | None = None, chec
     check.head_sha256 = prev
     if check_records:
         named = {(target.parent / str(e.get("record", ""))).resolve() for e in entries}
-        orphans = sorted(p for p in target.parent.glob(f"*/{RECORD_FILE}") if p.resolve() not in named)
+        # Hidden folders are runs still staging, or killed before publishing: never published, so
+        # their absence from the trail is no sign of removed lines.
+        orphans = sorted(p for p in target.parent.glob(f"*/{RECORD_FILE}")
+                         if not p.parent.name.startswith(".") and p.resolve() not in named)
         if orphans:
             # Runs append their line before their folder appears, so a record the trail does not name
             # means lines were removed from the end (the one edit a hash chain cannot see by itself).
