@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
+import tempfile
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from auditkit.data import SampleSet
 from auditkit.errors import InputError
@@ -72,6 +77,28 @@ def test_malformed_requests_are_one_line_errors(tmp_path, data, options, message
     with pytest.raises(InputError) as caught:
         parse_request(write(tmp_path, data), **options)
     assert message in caught.value.message and caught.value.hint and "\n" not in caught.value.message
+
+
+# Any text but line breaks (csv.writer leaves a bare \r unquoted, which every reader takes as a line end).
+clean_ids = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r\n"), min_size=1,
+                    max_size=12).filter(lambda s: s.strip() == s and s)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ids=st.lists(clean_ids, min_size=1, max_size=20), bom=st.booleans(), crlf=st.booleans())
+def test_any_ids_written_by_a_csv_writer_come_back_in_order_without_duplicates(ids, bom, crlf):
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\r\n" if crlf else "\n")
+    writer.writerow(["id", "note"])
+    writer.writerows([sample_id, "x"] for sample_id in ids)
+    data = (b"\xef\xbb\xbf" if bom else b"") + text.getvalue().encode("utf-8")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "request.csv"
+        path.write_bytes(data)
+        request = parse_request(path)
+    assert request.ids == tuple(dict.fromkeys(ids))
+    assert request.duplicates_dropped == len(ids) - len(set(ids))
+    assert request.sha256 == hashlib.sha256(data).hexdigest()
 
 
 def test_missing_file_and_folder(tmp_path):
