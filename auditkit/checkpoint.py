@@ -171,7 +171,8 @@ def _read_payload(path: Path) -> dict[str, Any]:
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
-            raise InputError(f"checkpoint {name!r} contains pickled code or objects, which auditkit refuses to load",
+            raise InputError(f"checkpoint {name!r} contains pickled code or objects, which auditkit refuses to load "
+                             "(torch.load with weights_only=True rejected it)",
                              hint="save only tensors: use `auditkit train`, or auditkit.checkpoint.save_checkpoint "
                                   "with model.state_dict()") from None
         raise InputError(f"checkpoint {name!r} is not a readable torch file ({first})",
