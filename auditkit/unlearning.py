@@ -1,0 +1,385 @@
+"""The shared forget loop behind ∇τ and its baselines (fine-tuning, NegGrad+), and its schedules.
+
+The loop follows the ∇τ paper's official code (Trippa et al., arXiv 2403.14339): AdamW, a linear
+learning-rate decay stepped once per *forget epoch* (one pass over the forget set), one retain batch
+per forget batch drawn from a cycling retain loader, the target loss τ taken as the mean loss of the
+current model on the validation split and refreshed every few forget epochs, and a forget weight α
+that decays linearly to zero. Methods differ only in the per-step objective they plug in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from auditkit import ops
+from auditkit.errors import InputError, RunError
+from auditkit.interfaces import UnlearningOutcome, UnlearningTask
+from auditkit.metrics import lr_mia_accuracies
+from auditkit.progress import Progress, ProgressCallback, no_progress
+from auditkit.training import predict_logits
+
+#: The official code's batch size, kept whenever the data is large enough for it.
+DEFAULT_MAX_BATCH_SIZE = 256
+#: Fewest retain batches a run aims for. ∇τ takes about ``3 × retain_batches`` steps, so on small
+#: data the batch shrinks until a run still takes ~384 steps, inside the 350-570 steps of the
+#: official CIFAR-10 runs (137-190 retain batches of 256 at 30/15/3 % forgotten).
+DEFAULT_MIN_RETAIN_BATCHES = 128
+#: Smallest batch the rule picks: the forget term is a batch mean, which needs a few samples.
+DEFAULT_MIN_BATCH_SIZE = 8
+#: Fewest samples per side for which the LR membership attack of the history is computed.
+_MIN_MIA_SAMPLES = 10
+
+
+def choose_batch_size(
+    *,
+    n_retain: int,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    min_retain_batches: int = DEFAULT_MIN_RETAIN_BATCHES,
+    min_batch_size: int = DEFAULT_MIN_BATCH_SIZE,
+) -> int:
+    """The batch size of both loaders: ``min(max, max(min_batch, n_retain // min_retain_batches))``.
+
+    With the defaults, data with at least 256 × 128 = 32,768 retain samples gets the official 256;
+    smaller data gets a batch that still yields at least 128 retain batches (about 3 × 128 ∇τ steps), floored
+    at 8 (so below 1,024 retain samples the run takes fewer steps).
+    """
+    if n_retain < 1:
+        raise InputError("the retain set is empty", hint="forget fewer samples than the training split holds")
+    return int(min(max_batch_size, max(min_batch_size, n_retain // min_retain_batches)))
+
+
+def forget_epoch_count(*, retain_batches: int, forget_batches: int, retain_passes: int, max_epochs: int) -> int:
+    """Forget epochs so that the run draws about ``retain_passes`` passes over the retain set.
+
+    Every forget epoch consumes ``forget_batches`` retain batches, so the count is
+    ``floor(retain_batches × retain_passes / forget_batches)``, at least 1 and at most ``max_epochs``.
+    The official ∇τ code's ``int(retain_batches / (2 × forget_batches) × 6)`` is ``retain_passes=3``
+    (computed here in exact integer arithmetic); its fine-tuning baseline is ``retain_passes=6``.
+    """
+    if forget_batches < 1:
+        raise InputError("the forget set is empty", hint="list at least one training sample to forget")
+    return max(1, min(max_epochs, retain_batches * retain_passes // forget_batches))
+
+
+def default_alpha(*, n_forget: int, n_train: int) -> float:
+    """The official starting forget weight ``α0 = 5/3 × |forget| / |train|`` (0.05/0.25/0.5 at 3/15/30 %), at most 1."""
+    return min(1.0, 5.0 / 3.0 * n_forget / n_train)
+
+
+def linear_alphas(alpha0: float, epochs: int) -> list[float]:
+    """``[epochs]`` forget weights ``α0 × (1 − e / epochs)`` for forget epoch ``e = 0 … epochs−1``.
+
+    This is the official schedule: α drops by ``α0 / epochs`` after every forget epoch, reaching 0 at the end.
+    """
+    return [alpha0 * (1.0 - epoch / epochs) for epoch in range(epochs)]
+
+
+def per_sample_losses(model: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """``[N]`` float64 cross-entropy of ``model`` (eval mode) on ``features [N, ...]`` / ``labels [N]``.
+
+    Computed from float64 logits so that near-zero losses of memorised samples keep their resolution
+    (the membership attacks live in exactly that tail).
+    """
+    if len(labels) == 0:
+        return np.zeros(0)
+    logits = predict_logits(model, features).double()
+    return F.cross_entropy(logits, labels.to(logits.device), reduction="none").cpu().numpy()
+
+
+class StepLoss(Protocol):
+    """What an objective returns for one step (:class:`auditkit.ops.NablaTauResult` is one)."""
+
+    loss: torch.Tensor
+    forget_losses: torch.Tensor
+    retain_losses: torch.Tensor
+    backend: str
+
+
+class Objective(Protocol):
+    """One step's loss from the forget batch's and the retain batch's logits.
+
+    ``forget_logits [Bf, C]`` is empty when :attr:`uses_forget_batch` is false (fine-tuning), so the
+    forget batch never passes through the model in train mode.
+    """
+
+    uses_forget_batch: bool
+
+    def __call__(
+        self,
+        forget_logits: torch.Tensor,
+        forget_labels: torch.Tensor,
+        retain_logits: torch.Tensor,
+        retain_labels: torch.Tensor,
+        *,
+        tau: float,
+        alpha: float,
+    ) -> StepLoss: ...
+
+
+@dataclass(frozen=True)
+class NablaTauObjective:
+    """``α·ReLU(τ − mean ℓf)² + (1−α)·mean ℓr`` (or the per-sample ReLU) through :func:`auditkit.ops.nabla_tau_loss`."""
+
+    backend: str
+    per_sample: bool = False
+    uses_forget_batch: bool = True
+
+    def __call__(self, forget_logits, forget_labels, retain_logits, retain_labels, *, tau, alpha):
+        return ops.nabla_tau_loss(forget_logits, forget_labels, retain_logits, retain_labels, tau=tau,
+                                  alpha=alpha, per_sample=self.per_sample, backend=self.backend)
+
+
+#: Options every loop-based method accepts (``None`` = the documented rule decides).
+LOOP_OPTIONS: dict[str, Any] = {
+    "lr": 1e-3,
+    "weight_decay": 0.01,
+    "lr_end_factor": 0.1,
+    "batch_size": None,
+    "max_batch_size": DEFAULT_MAX_BATCH_SIZE,
+    "min_retain_batches": DEFAULT_MIN_RETAIN_BATCHES,
+    "epochs": None,
+    "max_epochs": 100,
+    "tau_every": 5,
+    "train_mode": False,
+}
+
+
+def optional_number(options: dict[str, Any], name: str, kind: type[int] | type[float]) -> int | float | None:
+    """``options[name]`` as ``kind``, or ``None`` when unset (options whose default is "decided by a rule")."""
+    value = options[name]
+    if value is None or (isinstance(value, str) and value.strip().lower() in {"", "none", "auto"}):
+        return None
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise InputError(f"option {name}={value!r} is not a valid {kind.__name__}",
+                         hint=f"pass a number like {name}={kind(1)!r}, or leave it unset for the default rule") from None
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Resolved hyper-parameters of one run of :func:`run_forget_loop` (recorded in the outcome's settings)."""
+
+    method: str
+    alphas: Sequence[float]
+    batch_size: int
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    lr_end_factor: float = 0.1
+    tau_every: int = 5
+    train_mode: bool = False
+    extra_settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.alphas)
+
+
+def resolve_loop(
+    task: UnlearningTask,
+    options: dict[str, Any],
+    *,
+    method: str,
+    retain_passes: int,
+    alphas: Callable[[int], list[float]],
+    extra_settings: dict[str, Any] | None = None,
+) -> LoopConfig:
+    """Resolve :data:`LOOP_OPTIONS` for ``task`` into a :class:`LoopConfig`.
+
+    The batch size comes from :func:`choose_batch_size` unless set, the epoch count from
+    :func:`forget_epoch_count` with ``retain_passes`` unless set, and ``alphas(epochs)`` gives the
+    ``[epochs]`` forget weights.
+    """
+    n_forget, n_retain = len(task.forget), len(task.retain)
+    if n_forget == 0:
+        raise InputError("the forget set is empty", hint="list at least one training sample to forget")
+    max_epochs = int(options["max_epochs"])
+    min_retain_batches = int(options["min_retain_batches"])
+    batch_size = optional_number(options, "batch_size", int) or choose_batch_size(
+        n_retain=n_retain, max_batch_size=int(options["max_batch_size"]), min_retain_batches=min_retain_batches)
+    forget_batches = math.ceil(n_forget / batch_size)
+    epochs = optional_number(options, "epochs", int) or forget_epoch_count(
+        retain_batches=math.ceil(n_retain / batch_size), forget_batches=forget_batches,
+        retain_passes=retain_passes, max_epochs=max_epochs)
+    tau_every = int(options["tau_every"])
+    if batch_size < 1 or epochs < 1 or tau_every < 1:
+        raise InputError("batch_size, epochs and tau_every must be positive",
+                         hint="leave batch_size and epochs unset to use the documented rules")
+    return LoopConfig(
+        method=method, alphas=alphas(epochs), batch_size=batch_size, lr=float(options["lr"]),
+        weight_decay=float(options["weight_decay"]), lr_end_factor=float(options["lr_end_factor"]),
+        tau_every=tau_every, train_mode=bool(options["train_mode"]),
+        extra_settings={"retain_passes": retain_passes, "max_epochs": max_epochs,
+                        "max_batch_size": int(options["max_batch_size"]),
+                        "min_retain_batches": min_retain_batches, **(extra_settings or {})},
+    )
+
+
+def _cycle(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless seeded shuffled batches of ``range(n)``: the official code's cycling retain loader."""
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, batch_size):
+            yield order[start : start + batch_size]
+
+
+def _check_finite(value: float, what: str, epoch: int, lr: float) -> None:
+    if not math.isfinite(value):
+        raise RunError(
+            f"{what} became {value} in forget epoch {epoch + 1}; no weights were returned",
+            hint=f"lower the learning rate (lr={lr:g}) or the forget weight (alpha)",
+        )
+
+
+def run_forget_loop(
+    task: UnlearningTask,
+    *,
+    objective: Objective,
+    config: LoopConfig,
+    progress: ProgressCallback = no_progress,
+) -> UnlearningOutcome:
+    """Run the forget loop on ``task.model`` (modified in place) and return its weights and history.
+
+    Per forget epoch ``e`` (0-based): refresh τ on the validation split if ``e % tau_every == 0``, then
+    for every shuffled forget batch take one retain batch from the cycling retain loader and one AdamW
+    step on ``objective(..., tau=τ, alpha=config.alphas[e])``; then step the LR schedule
+    (linear ``1 → lr_end_factor`` over the run) and record the history entry.
+
+    History entry per forget epoch: ``epoch`` (1-based), ``tau``, ``alpha`` and ``lr`` used in that
+    epoch; ``retain_loss`` (mean over that epoch's retain batches); and, measured in eval mode at
+    the epoch's end, ``forget_loss`` (mean over the whole forget set), ``forget_below_tau`` (fraction
+    of forget samples with loss < τ), ``test_accuracy`` and ``mia`` (mean of the paper's LR-on-loss
+    attack, forget vs test, float64 losses; NaN when either side has fewer than 10 samples).
+
+    Raises :class:`RunError` (and returns nothing) when a loss or τ stops being finite.
+    """
+    device = torch.device(task.device)
+    model = task.model.to(device)
+    forget_x, forget_y = (t.to(device) for t in task.data.subset(task.forget))
+    retain_x, retain_y = (t.to(device) for t in task.data.subset(task.retain))
+    val_x, val_y = (t.to(device) for t in task.data.subset(task.validation))
+    test_x, test_y = (t.to(device) for t in task.data.subset(task.test))
+    if len(val_y) == 0:
+        raise InputError("τ needs a validation split, and this dataset has none",
+                         hint="give the dataset a validation fraction (e.g. validation_fraction=0.15)")
+
+    generator = torch.Generator().manual_seed(task.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=config.lr_end_factor,
+                                                  total_iters=config.epochs)
+    retain_batches = _cycle(len(retain_y), config.batch_size, generator)
+    empty = torch.zeros(0, dtype=torch.int64)
+    history: list[dict[str, float]] = []
+    backend = ""
+    tau = float("nan")
+    for epoch, alpha in enumerate(config.alphas):
+        lr = optimizer.param_groups[0]["lr"]
+        if epoch % config.tau_every == 0:
+            tau = float(per_sample_losses(model, val_x, val_y).mean())
+            _check_finite(tau, "τ (the mean validation loss)", epoch, lr)
+        model.train(config.train_mode)
+        retain_sum, retain_count = 0.0, 0
+        order = torch.randperm(len(forget_y), generator=generator)
+        for start in range(0, len(order), config.batch_size):
+            forget_batch = order[start : start + config.batch_size] if objective.uses_forget_batch else empty
+            retain_batch = next(retain_batches)
+            # One forward over both batches halves the calls; in eval mode (the default) it equals two
+            # separate forwards, in train mode BatchNorm normalises the two batches together.
+            logits = model(torch.cat([forget_x[forget_batch], retain_x[retain_batch]]))
+            split = len(forget_batch)
+            step = objective(logits[:split], forget_y[forget_batch], logits[split:], retain_y[retain_batch],
+                             tau=tau, alpha=alpha)
+            loss = step.loss.item()
+            _check_finite(loss, f"the {config.method} loss", epoch, lr)
+            optimizer.zero_grad(set_to_none=True)
+            step.loss.backward()
+            optimizer.step()
+            backend = step.backend
+            retain_sum += step.retain_losses.double().sum().item()
+            retain_count += len(retain_batch)
+        scheduler.step()
+        history.append(_history_entry(model, epoch=epoch, tau=tau, alpha=alpha, lr=lr,
+                                      retain_loss=retain_sum / retain_count,
+                                      forget=(forget_x, forget_y), test=(test_x, test_y), seed=task.seed))
+        entry = history[-1]
+        progress(Progress(config.method, epoch + 1, config.epochs,
+                          f"τ {tau:.3f} · forget loss {entry['forget_loss']:.3f} · MIA {entry['mia']:.3f}"))
+    model.eval()
+    state_dict = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+    settings = {
+        "method": config.method,
+        "epochs": config.epochs,
+        "alpha0": config.alphas[0],
+        "lr": config.lr,
+        "lr_end_factor": config.lr_end_factor,
+        "weight_decay": config.weight_decay,
+        "optimizer": "adamw",
+        "batch_size": config.batch_size,
+        "forget_batches": math.ceil(len(forget_y) / config.batch_size),
+        "retain_batches": math.ceil(len(retain_y) / config.batch_size),
+        "tau_every": config.tau_every,
+        "train_mode": config.train_mode,
+        "seed": task.seed,
+        "backend_requested": task.backend,
+        "n_forget": len(forget_y),
+        "n_retain": len(retain_y),
+        "n_validation": len(val_y),
+        **config.extra_settings,
+    }
+    return UnlearningOutcome(state_dict=state_dict, history=history, settings=settings, backend=backend)
+
+
+def evaluation_entry(model: nn.Module, task: UnlearningTask, *, epoch: int, alpha: float, lr: float) -> dict[str, Any]:
+    """A history entry (same keys as :func:`run_forget_loop`'s) for a model trained outside the loop.
+
+    ``tau`` is the model's own mean validation loss and ``retain_loss`` its mean eval loss on the
+    whole retain set; ``epoch`` is recorded as given.
+    """
+    device = torch.device(task.device)
+    val_x, val_y = (t.to(device) for t in task.data.subset(task.validation))
+    retain_x, retain_y = (t.to(device) for t in task.data.subset(task.retain))
+    tau = float(per_sample_losses(model, val_x, val_y).mean()) if len(val_y) else float("nan")
+    forget = tuple(t.to(device) for t in task.data.subset(task.forget))
+    test = tuple(t.to(device) for t in task.data.subset(task.test))
+    return _history_entry(model, epoch=epoch - 1, tau=tau, alpha=alpha, lr=lr,
+                          retain_loss=float(per_sample_losses(model, retain_x, retain_y).mean()),
+                          forget=forget, test=test, seed=task.seed)
+
+
+def _history_entry(
+    model: nn.Module,
+    *,
+    epoch: int,
+    tau: float,
+    alpha: float,
+    lr: float,
+    retain_loss: float,
+    forget: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    seed: int,
+) -> dict[str, Any]:
+    forget_losses = per_sample_losses(model, *forget)
+    test_logits = predict_logits(model, test[0]).double()
+    test_losses = F.cross_entropy(test_logits, test[1], reduction="none").cpu().numpy()
+    test_accuracy = (test_logits.argmax(1) == test[1]).double().mean().item() if len(test[1]) else float("nan")
+    enough = min(len(forget_losses), len(test_losses)) >= _MIN_MIA_SAMPLES
+    mia = float(lr_mia_accuracies(forget_losses, test_losses, seed=seed).mean()) if enough else float("nan")
+    return {
+        "epoch": epoch + 1,
+        "tau": tau,
+        "alpha": alpha,
+        "lr": lr,
+        "forget_loss": float(forget_losses.mean()),
+        "retain_loss": retain_loss,
+        "forget_below_tau": float((forget_losses < tau).mean()),
+        "test_accuracy": test_accuracy,
+        "mia": mia,
+    }

@@ -1,0 +1,287 @@
+"""The ∇τ engine, its schedules and the baselines, on real data (scikit-learn digits, generated MNIST-1D)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from auditkit.data import SampleSet, seeded_split
+from auditkit.errors import InputError, RunError
+from auditkit.interfaces import UnlearningTask
+from auditkit.metrics import lr_mia_accuracies
+from auditkit.progress import Progress
+from auditkit.registry import Registry
+from auditkit.training import TrainRecipe, accuracy, train_model
+from auditkit.unlearning import (
+    choose_batch_size,
+    default_alpha,
+    forget_epoch_count,
+    linear_alphas,
+    per_sample_losses,
+)
+from auditkit_plugins.datasets.sklearn_data import DigitsDataset
+from auditkit_plugins.methods.finetune import Finetune
+from auditkit_plugins.methods.nabla_tau import NablaTau
+from auditkit_plugins.methods.neggrad import NegGradPlus
+from auditkit_plugins.methods.retrain import Retrain
+from auditkit_plugins.models.mlp import MlpModel
+
+HISTORY_KEYS = {"epoch", "tau", "alpha", "lr", "forget_loss", "retain_loss", "forget_below_tau",
+                "test_accuracy", "mia"}
+
+
+def _trained(data: SampleSet, *, widths: tuple[int, ...], recipe: TrainRecipe, seed: int):
+    plugin = MlpModel(widths=widths)
+
+    def build():
+        return plugin.build(input_shape=data.input_shape, num_classes=data.num_classes)
+
+    torch.manual_seed(seed)
+    model = train_model(build(), *data.subset(data.indices("train")), recipe=recipe, seed=seed)
+    return model, build
+
+
+def _forget_split(data: SampleSet, *, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    train = np.random.default_rng(seed).permutation(data.indices("train"))
+    n_forget = int(round(fraction * len(train)))
+    return np.sort(train[:n_forget]), np.sort(train[n_forget:])
+
+
+def _task(model, build, recipe, data, forget, retain, *, seed: int = 0) -> UnlearningTask:
+    return UnlearningTask(model=copy.deepcopy(model), build_model=build, recipe=recipe, data=data, forget=forget,
+                          retain=retain, validation=data.indices("validation"), test=data.indices("test"),
+                          seed=seed, backend="reference")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny MLPs run faster single-threaded, especially on a shared CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits_setup():
+    """Digits (train 50 %), a small MLP trained briefly (~91 % test accuracy), 15 % of the training IDs to forget."""
+    data = DigitsDataset().load()
+    recipe = TrainRecipe(epochs=10, batch_size=32, lr=1e-2)
+    model, build = _trained(data, widths=(32,), recipe=recipe, seed=0)
+    forget, retain = _forget_split(data, fraction=0.15, seed=0)
+    return model, build, recipe, data, forget, retain
+
+
+def _with_rows(data: SampleSet, positions: np.ndarray, *, features=None, labels=None) -> SampleSet:
+    """A copy of ``data`` whose rows at ``positions`` get new features or labels."""
+    new_features, new_labels = data.features.clone(), data.labels.clone()
+    index = torch.as_tensor(positions)
+    if features is not None:
+        new_features[index] = features
+    if labels is not None:
+        new_labels[index] = labels
+    return replace(data, features=new_features, labels=new_labels)
+
+
+# --- schedules and rules -------------------------------------------------------------------------
+
+def test_default_alpha_is_the_official_five_thirds_of_the_forget_fraction():
+    assert [round(default_alpha(n_forget=f, n_train=1000), 12) for f in (30, 150, 300)] == [0.05, 0.25, 0.5]
+    assert default_alpha(n_forget=900, n_train=1000) == 1.0
+
+
+def test_linear_alphas_follow_the_official_recurrence_down_to_zero():
+    alphas = linear_alphas(0.25, 16)
+    official, alpha = [], 0.25
+    for _ in range(16):
+        official.append(alpha)
+        alpha = alpha - 0.25 / 16
+    np.testing.assert_allclose(alphas, official, atol=1e-12)
+    assert alphas[0] == 0.25 and math.isclose(alphas[-1], 0.25 / 16)
+    assert abs(alpha) < 1e-12  # the official decrement lands on 0 after the last epoch
+
+
+def test_forget_epoch_count_is_the_official_formula_with_a_cap():
+    # CIFAR-10 at batch 256: retain/forget batches at 3/15/30 % forgotten, as in the official runs.
+    for retain_batches, forget_batches in [(190, 6), (167, 30), (137, 59), (64, 12), (3, 1)]:
+        expected = int(retain_batches * 6 // (2 * forget_batches))
+        assert forget_epoch_count(retain_batches=retain_batches, forget_batches=forget_batches,
+                                  retain_passes=3, max_epochs=1000) == expected
+    assert forget_epoch_count(retain_batches=190, forget_batches=6, retain_passes=3, max_epochs=100) == 95
+    assert forget_epoch_count(retain_batches=190, forget_batches=6, retain_passes=3, max_epochs=40) == 40
+    assert forget_epoch_count(retain_batches=1, forget_batches=9, retain_passes=3, max_epochs=100) == 1
+    assert forget_epoch_count(retain_batches=190, forget_batches=6, retain_passes=6, max_epochs=1000) == 190
+    with pytest.raises(InputError):
+        forget_epoch_count(retain_batches=10, forget_batches=0, retain_passes=3, max_epochs=10)
+
+
+def test_batch_size_rule_keeps_256_on_large_data_and_enough_steps_on_small_data():
+    assert choose_batch_size(n_retain=42_500) == 256  # CIFAR-10 at 15 %: the official setting
+    assert choose_batch_size(n_retain=32_768) == 256
+    for n_retain in (1_024, 2_550, 5_000, 20_000):
+        batch = choose_batch_size(n_retain=n_retain)
+        assert batch == n_retain // 128
+        assert math.ceil(n_retain / batch) >= 128  # so ∇τ takes about 3 × 128 steps
+    assert choose_batch_size(n_retain=763) == 8  # digits: floored at 8
+    assert choose_batch_size(n_retain=763, min_batch_size=1, min_retain_batches=64) == 11
+    with pytest.raises(InputError):
+        choose_batch_size(n_retain=0)
+
+
+def test_resolved_settings_follow_the_rules(digits_setup):
+    model, build, recipe, data, forget, retain = digits_setup
+    outcome = NablaTau(max_epochs=3).unlearn(_task(model, build, recipe, data, forget, retain))
+    settings = outcome.settings
+    assert settings["batch_size"] == choose_batch_size(n_retain=len(retain))
+    assert settings["epochs"] == 3  # capped
+    assert math.isclose(settings["alpha0"], default_alpha(n_forget=len(forget), n_train=len(forget) + len(retain)))
+    assert settings["lr"] == 1e-3 and settings["optimizer"] == "adamw" and settings["train_mode"] is False
+    assert outcome.backend == "reference"
+    assert [entry["epoch"] for entry in outcome.history] == [1, 2, 3]
+    assert all(set(entry) == HISTORY_KEYS for entry in outcome.history)
+    np.testing.assert_allclose([e["alpha"] for e in outcome.history], linear_alphas(settings["alpha0"], 3))
+    np.testing.assert_allclose([e["lr"] for e in outcome.history], [1e-3, 0.7e-3, 0.4e-3])
+
+
+# --- τ --------------------------------------------------------------------------------------------
+
+def test_tau_is_the_validation_loss_refreshed_every_tau_every_epochs(digits_setup):
+    model, build, recipe, data, forget, retain = digits_setup
+    method = NablaTau(epochs=3, tau_every=2)
+    history = method.unlearn(_task(model, build, recipe, data, forget, retain)).history
+    taus = [entry["tau"] for entry in history]
+    validation_loss = per_sample_losses(model, *data.subset(data.indices("validation"))).mean()
+    assert taus[0] == pytest.approx(validation_loss, rel=1e-12)
+    assert taus[0] == taus[1] and taus[2] != taus[1]
+
+    # Scrambling the test labels changes nothing in τ; scrambling validation labels changes τ.
+    test, validation = data.indices("test"), data.indices("validation")
+    shuffled_test = _with_rows(data, test, labels=data.labels[test].roll(1))
+    shuffled_validation = _with_rows(data, validation, labels=data.labels[validation].roll(1))
+    taus_test = [e["tau"] for e in method.unlearn(_task(model, build, recipe, shuffled_test, forget, retain)).history]
+    taus_val = [e["tau"] for e in method.unlearn(_task(model, build, recipe, shuffled_validation, forget, retain)).history]
+    assert taus_test == taus
+    assert taus_val[0] > 2 * taus[0]
+
+
+# --- safety ---------------------------------------------------------------------------------------
+
+def test_non_finite_loss_aborts_with_a_hint(digits_setup):
+    model, build, recipe, data, forget, retain = digits_setup
+    poisoned = _with_rows(data, forget, features=float("inf"))
+    with pytest.raises(RunError) as raised:
+        NablaTau(epochs=2).unlearn(_task(model, build, recipe, poisoned, forget, retain))
+    assert "forget epoch 1" in raised.value.message and "nan" in raised.value.message
+    assert "learning rate" in raised.value.hint
+
+
+def test_non_finite_tau_aborts(digits_setup):
+    model, build, recipe, data, forget, retain = digits_setup
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        next(broken.parameters()).fill_(float("nan"))
+    with pytest.raises(RunError, match="τ"):
+        NablaTau(epochs=2).unlearn(_task(broken, build, recipe, data, forget, retain))
+
+
+def test_same_seed_same_weights_and_original_untouched(digits_setup):
+    model, build, recipe, data, forget, retain = digits_setup
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    method = NablaTau(epochs=2)
+    first = method.unlearn(_task(model, build, recipe, data, forget, retain, seed=5))
+    second = method.unlearn(_task(model, build, recipe, data, forget, retain, seed=5))
+    other = method.unlearn(_task(model, build, recipe, data, forget, retain, seed=6))
+    assert first.state_dict.keys() == second.state_dict.keys()
+    assert all(torch.equal(first.state_dict[k], second.state_dict[k]) for k in first.state_dict)
+    assert first.history == second.history
+    assert not all(torch.equal(first.state_dict[k], other.state_dict[k]) for k in first.state_dict)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not all(torch.equal(before[k], first.state_dict[k]) for k in before)
+
+
+def test_progress_is_reported_once_per_forget_epoch(digits_setup):
+    model, build, recipe, data, forget, retain = digits_setup
+    reports: list[Progress] = []
+    NablaTau(epochs=3).unlearn(_task(model, build, recipe, data, forget, retain), progress=reports.append)
+    assert [(r.stage, r.completed, r.total) for r in reports] == [("nabla-tau", i, 3) for i in (1, 2, 3)]
+    assert "MIA" in reports[-1].message
+
+
+def test_empty_forget_set_is_an_input_error(digits_setup):
+    model, build, recipe, data, _, retain = digits_setup
+    with pytest.raises(InputError, match="forget set is empty"):
+        NablaTau().unlearn(_task(model, build, recipe, data, np.zeros(0, dtype=np.int64), retain))
+
+
+# --- options and the baselines --------------------------------------------------------------------
+
+def test_options_from_strings_are_coerced(digits_setup):
+    model, build, recipe, data, forget, retain = digits_setup
+    outcome = NablaTau(alpha="0.4", epochs="2", batch_size="64", per_sample="true").unlearn(
+        _task(model, build, recipe, data, forget, retain))
+    assert outcome.settings["alpha0"] == 0.4 and outcome.settings["epochs"] == 2
+    assert outcome.settings["batch_size"] == 64 and outcome.settings["per_sample"] is True
+    with pytest.raises(InputError, match="alpha"):
+        NablaTau(alpha="lots").unlearn(_task(model, build, recipe, data, forget, retain))
+
+
+def test_methods_are_registered_under_their_entry_point_names():
+    registry = Registry.default()
+    expected = {"nabla-tau": NablaTau, "finetune": Finetune, "neggrad-plus": NegGradPlus, "retrain": Retrain}
+    for name, cls in expected.items():
+        assert registry.get("methods", name) is cls
+
+
+def test_finetune_defaults_to_twice_the_nabla_tau_epochs(digits_setup):
+    model, build, recipe, data, _, _ = digits_setup
+    forget, retain = _forget_split(data, fraction=0.5, seed=0)  # equal sets: 3 and 6 epochs
+    task = _task(model, build, recipe, data, forget, retain)
+    assert NablaTau().unlearn(task).settings["epochs"] == 3
+    finetune = Finetune().unlearn(_task(model, build, recipe, data, forget, retain))
+    assert finetune.settings["epochs"] == 6 and finetune.settings["alpha0"] == 0.0
+
+
+def test_neggrad_with_zero_weight_is_finetuning_on_the_same_loop(digits_setup):
+    model, build, recipe, data, forget, retain = digits_setup
+    finetune = Finetune(epochs=3).unlearn(_task(model, build, recipe, data, forget, retain))
+    neggrad = NegGradPlus(epochs=3, weight=0.0).unlearn(_task(model, build, recipe, data, forget, retain))
+    for key, value in finetune.state_dict.items():
+        torch.testing.assert_close(neggrad.state_dict[key], value, rtol=1e-4, atol=1e-5)
+    assert neggrad.backend == "pytorch" and finetune.backend == "reference"
+
+
+def test_neggrad_raises_the_forget_loss_and_finetune_does_not_touch_forget_rows(digits_setup):
+    model, build, recipe, data, forget, retain = digits_setup
+    original = per_sample_losses(model, *data.subset(forget)).mean()
+    neggrad = NegGradPlus(epochs=3, weight=0.5).unlearn(_task(model, build, recipe, data, forget, retain))
+    clean = Finetune(epochs=3).unlearn(_task(model, build, recipe, data, forget, retain))
+    forget_losses = [entry["forget_loss"] for entry in neggrad.history]
+    assert forget_losses == sorted(forget_losses) and forget_losses[-1] > 1.1 * original
+    assert forget_losses[-1] > clean.history[-1]["forget_loss"]
+    # Fine-tuning never trains on the forget rows: relabelling them changes nothing.
+    poisoned = _with_rows(data, forget, labels=data.labels[forget].roll(1))
+    dirty = Finetune(epochs=3).unlearn(_task(model, build, recipe, poisoned, forget, retain))
+    assert all(torch.equal(clean.state_dict[k], dirty.state_dict[k]) for k in clean.state_dict)
+
+
+def test_retrain_uses_a_fresh_model_and_leaves_the_global_rng_alone(digits_setup):
+    model, build, recipe, data, forget, retain = digits_setup
+    short = replace(recipe, epochs=3)
+    state = torch.random.get_rng_state()
+    first = Retrain().unlearn(_task(model, build, short, data, forget, retain, seed=3))
+    assert torch.equal(state, torch.random.get_rng_state())
+    second = Retrain().unlearn(_task(model, build, short, data, forget, retain, seed=3))
+    assert all(torch.equal(first.state_dict[k], second.state_dict[k]) for k in first.state_dict)
+    # A model trained from scratch for 3 epochs differs from one fine-tuned from the original.
+    retrained = build()
+    retrained.load_state_dict(first.state_dict)
+    assert accuracy(retrained, *data.subset(data.indices("test"))) < accuracy(model, *data.subset(data.indices("test")))
+    assert first.settings["epochs"] == 3 and len(first.history) == 1 and set(first.history[0]) == HISTORY_KEYS
+
+
+# --- the proof --------------------------------------------------------------------------------------
