@@ -68,13 +68,13 @@ def test_mnist1d_is_generated_offline_deterministically_and_leaves_global_rngs_a
     expected = (random.random(), np.random.rand())
     random.seed(7)
     np.random.seed(7)
-    data = load(registry, "mnist1d", num_samples=1000)
+    data = load(registry, "mnist1d", num_samples=500)
     assert (random.random(), np.random.rand()) == expected
-    assert data.input_shape == (40,) and data.num_classes == 10 and len(data) == 1000
+    assert data.input_shape == (40,) and data.num_classes == 10 and len(data) == 500
     assert data.ids[0] == "mnist1d-00000"
-    assert torch.bincount(data.labels).tolist() == [100] * 10
-    assert torch.equal(load(registry, "mnist1d", num_samples=1000).features, data.features)
-    assert not torch.equal(load(registry, "mnist1d", num_samples=1000, generator_seed=1).features, data.features)
+    assert torch.bincount(data.labels).tolist() == [50] * 10
+    assert torch.equal(load(registry, "mnist1d", num_samples=500).features, data.features)
+    assert not torch.equal(load(registry, "mnist1d", num_samples=500, generator_seed=1).features, data.features)
 
 
 def test_bbc_news_has_all_articles_and_a_train_only_vocabulary(registry):
