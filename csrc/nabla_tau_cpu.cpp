@@ -166,16 +166,17 @@ void write_row_gradient(const scalar_t* x, int64_t label, const RowStats<acc_typ
 }
 
 // Rows whose gradient coefficient is known from the row itself (retain rows; forget rows in the
-// per-sample form): stats and gradient in one visit while the row is in L1.
+// per-sample form): stats and gradient in one visit while the row is in L1. A set whose weight is 0
+// (α = 1 for retain rows, as in cross_entropy_stats; α = 0 for forget rows) stores no exps.
 template <typename scalar_t, typename CoefficientOf>
 void fused_rows(const scalar_t* logits, const int64_t* labels, int64_t rows, const RowContext& ctx,
-                CoefficientOf coefficient_of, acc_type_t<scalar_t>* losses,
+                bool weighted, CoefficientOf coefficient_of, acc_type_t<scalar_t>* losses,
                 acc_type_t<scalar_t>* norms, scalar_t* grad) {
   const int64_t C = ctx.num_classes;
   at::parallel_for(0, rows, grain_rows(C), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t label = checked_label(labels, i, ctx);
-      const auto s = row_stats(logits + i * C, label, i, ctx, grad + i * C);
+      const auto s = row_stats(logits + i * C, label, i, ctx, weighted ? grad + i * C : nullptr);
       losses[i] = row_cross_entropy(s);
       norms[i] = row_grad_norm(s);
       write_row_gradient(logits + i * C, label, s, coefficient_of(losses[i]), C, grad + i * C,
@@ -249,6 +250,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> nabla_tau_los
       const auto scale = static_cast<acc_t>(alpha / static_cast<double>(Bf));
       const auto t = static_cast<acc_t>(tau);
       fused_rows(f_logits.const_data_ptr<scalar_t>(), f_labels.const_data_ptr<int64_t>(), Bf, f_ctx,
+                 /*weighted=*/alpha != 0.0,
                  [=](acc_t l) { return scale * forget_slope(t, l); }, f_loss_ptr,
                  f_norms.data_ptr<acc_t>(), f_grad.data_ptr<scalar_t>());
       double penalty_sum = 0;
@@ -265,6 +267,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> nabla_tau_los
     if (Br > 0) {
       const auto coefficient = static_cast<acc_t>((1.0 - alpha) / static_cast<double>(Br));
       fused_rows(r_logits.const_data_ptr<scalar_t>(), r_labels.const_data_ptr<int64_t>(), Br, r_ctx,
+                 /*weighted=*/alpha != 1.0,
                  [=](acc_t) { return coefficient; }, r_loss_ptr, r_norms.data_ptr<acc_t>(),
                  r_grad.data_ptr<scalar_t>());
       double sum = 0;
