@@ -1,0 +1,124 @@
+"""Interruption: Ctrl-C during unlearning, and SIGKILL during training, unlearning, the audit and every write.
+
+Each scenario runs the real CLI in a child process that pauses at a named point (see
+``reliability_helpers._child``) and is then sent a real signal by this process, so the point of the
+interruption is known instead of depending on timing. All children run at once to keep the module
+short. Each starts from a workspace holding a finished run (``runs/first``) and its audit trail, and
+writes a second run into ``runs/second`` (or re-trains ``model.pt`` with ``--force``).
+
+The write-phase points are the first file staged (``model.pt``), the trail append (by then record.json
+and report.html are staged too) and the gap between the trail line and the rename of the run folder;
+record.json and report.html go through the same atomic writer into the same staging folder as
+model.pt, so separate kills there would cost a child process each and test nothing new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import signal
+
+import pytest
+
+from reliability_helpers import (
+    FORGET,
+    run_cli_here,
+    shared_run,
+    signal_when_paused,
+    snapshot,
+    start_paused_cli,
+)
+
+TRAIN = ["train", "--epochs", "20", "--out", "model.pt", "--force"]
+FORGET_SECOND = [*FORGET, "--out", "runs/second"]
+WRITE = [*FORGET_SECOND, "--no-audit"]  # the write-phase kills need no battery before them
+
+SCENARIOS = {
+    "sigint-unlearning": (FORGET_SECOND, "unlearn", signal.SIGINT),
+    "kill-training": (TRAIN, "train", signal.SIGKILL),
+    "kill-writing-checkpoint": (TRAIN, "fsync:model.pt", signal.SIGKILL),
+    "kill-unlearning": (FORGET_SECOND, "unlearn", signal.SIGKILL),
+    "kill-audit": (FORGET_SECOND, "audit", signal.SIGKILL),
+    "kill-writing-model": (WRITE, "fsync:model.pt", signal.SIGKILL),
+    "kill-writing-trail": (WRITE, "fsync:audit-trail.jsonl", signal.SIGKILL),
+    "kill-before-publish": (WRITE, "publish", signal.SIGKILL),
+}
+KILLED = [name for name, (_, _, signum) in SCENARIOS.items() if signum == signal.SIGKILL]
+OUTPUT_NAMES = {"model.pt", "record.json", "report.html", "audit-trail.jsonl"}
+TRAIL = "runs/audit-trail.jsonl"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory):
+    """name → (workspace, snapshot before, exit code, stdout, stderr), all scenarios run concurrently."""
+    source = shared_run(tmp_path_factory)
+    base = tmp_path_factory.mktemp("interrupt")
+    started, workspaces = [], {}
+    for name, (args, stage, signum) in SCENARIOS.items():
+        workspace = base / name
+        shutil.copytree(source, workspace)
+        workspaces[name] = (workspace, snapshot(workspace))
+        marker = base / f"{name}.paused"
+        started.append((start_paused_cli(args, cwd=workspace, stage=stage, marker=marker), marker, signum))
+    results = signal_when_paused(started)
+    return {name: (*workspaces[name], *result) for name, result in zip(SCENARIOS, results)}
+
+
+def _trail_lines(workspace) -> list[str]:
+    return (workspace / TRAIL).read_text(encoding="utf-8").splitlines()
+
+
+def test_sigint_during_unlearning_exits_130_and_writes_nothing(interrupted):
+    workspace, before, code, out, err = interrupted["sigint-unlearning"]
+    assert code == 130, err
+    assert err.strip().splitlines()[-1] == "error: interrupted; nothing was written"
+    assert "Traceback" not in err and out == ""
+    assert snapshot(workspace) == before  # not even a temporary file or a lock is left
+
+
+@pytest.mark.parametrize("name", KILLED)
+def test_sigkill_leaves_the_inputs_intact_and_no_visible_partial_output(interrupted, name):
+    workspace, before, code, _, err = interrupted[name]
+    assert code == -signal.SIGKILL, err
+    after = snapshot(workspace)
+    changed = {path for path in before if after.get(path) != before[path]}
+    if name == "kill-before-publish":
+        assert changed == {TRAIL}  # the line goes in before the run folder appears (see the next test)
+    else:
+        assert not changed, changed  # the original checkpoint, the request, the first run and the trail
+    assert not (workspace / "runs" / "second").exists()
+    for path in set(after) - set(before):
+        parts = path.split("/")
+        hidden = [part for part in parts if part.startswith(".") and part.endswith(".tmp")]
+        # Temporary files and staging folders are hidden and named *.tmp, so nobody takes them for
+        # output; the trail's lock file is empty and holds nothing.
+        assert hidden or (path == f"{TRAIL}.lock" and after[path] == EMPTY_SHA256), path
+        assert hidden or parts[-1] not in OUTPUT_NAMES, path
+
+
+def test_a_kill_before_publishing_leaves_a_whole_trail_line_naming_a_missing_record(interrupted):
+    workspace = interrupted["kill-before-publish"][0]
+    lines = _trail_lines(workspace)
+    assert len(lines) == 2 and all(json.loads(line)["index"] == i for i, line in enumerate(lines))
+    assert json.loads(lines[1])["entry"]["record"] == "second/record.json"
+    result = run_cli_here(["verify", TRAIL], cwd=workspace)
+    assert result.code == 0 and "second/record.json is not on disk" in " ".join(result.err.split())
+
+
+@pytest.mark.parametrize("name", KILLED)
+def test_the_trail_still_verifies_after_a_kill(interrupted, name):
+    # A killed run leaves a hidden staging folder holding a record no trail line names; that must not
+    # read as lines removed from the trail, or every later `forget` would refuse to append.
+    workspace = interrupted[name][0]
+    result = run_cli_here(["verify", TRAIL], cwd=workspace)
+    assert result.code == 0, result.err
+
+
+def test_a_run_after_a_kill_succeeds_and_chains_on(interrupted):
+    workspace = interrupted["kill-writing-trail"][0]
+    result = run_cli_here(["-q", *FORGET, "--out", "runs/second", "--no-audit"], cwd=workspace)
+    assert result.code == 0, result.err
+    assert len(_trail_lines(workspace)) == 2 and (workspace / "runs" / "second" / "record.json").is_file()
+    assert run_cli_here(["verify", TRAIL], cwd=workspace).code == 0
