@@ -116,7 +116,7 @@ def load_config(path: str | Path) -> Config:
     for key in _PATH_KEYS:
         if key in values:
             if isinstance(values[key], str) and values[key]:
-                settings[key] = base / values[key]
+                settings[key] = (base / values[key]).resolve()
             else:
                 problems.append(f"{key} must be a path string, not {values[key]!r}")
     for key in _STRING_KEYS:
@@ -139,7 +139,7 @@ def load_config(path: str | Path) -> Config:
         for entry in plugins or []:
             if not (base / entry).is_file():
                 problems.append(f"plugin file {entry!r} does not exist (relative to {str(base)!r})")
-        settings["plugins"] = tuple(base / entry for entry in plugins or [])
+        settings["plugins"] = tuple((base / entry).resolve() for entry in plugins or [])
     for key in ("policy", "recipe"):
         if key in values:
             if isinstance(values[key], dict):

@@ -121,3 +121,10 @@ def test_check_config_resolves_plugins_and_options_before_any_work(tmp_path):
     assert "unknown dataset 'digitz' (did you mean 'digits'?" in message
     assert "mlp has no option 'width' (did you mean 'widths'?)" in message
     assert "unknown attack 'nope'" in message and "lr_decay" in message
+
+
+def test_the_example_config_is_valid():
+    example = Path(__file__).resolve().parents[1] / "examples" / "auditkit.toml"
+    config = load_config(example)
+    check_config(config, registry=Registry.default())
+    assert config.dataset == "digits" and config.checkpoint == example.parent.parent / "runs" / "digits-mlp.pt"
