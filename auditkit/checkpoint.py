@@ -146,8 +146,7 @@ def save_checkpoint(path: str | Path, *, state_dict: dict[str, torch.Tensor], ma
 
 def build_model(manifest: CheckpointManifest, *, registry: Registry) -> nn.Module:
     """A freshly initialised model of the manifest's architecture (seed torch first for reproducibility)."""
-    plugin = registry.create("models", manifest.model, **manifest.model_options)
-    return plugin.build(input_shape=tuple(manifest.input_shape), num_classes=manifest.num_classes)
+    return model_builder(manifest, registry=registry)()
 
 
 def model_builder(manifest: CheckpointManifest, *, registry: Registry) -> Callable[[], nn.Module]:
@@ -168,18 +167,15 @@ def _read_payload(path: Path) -> dict[str, Any]:
         raise InputError(f"checkpoint {name!r} is not a file", hint="point --checkpoint at the .pt file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
+    except Exception as exc:  # a corrupt file can make the unpickler raise anything (KeyError, EOFError, ...)
+        text = str(exc).strip()
+        if isinstance(exc, pickle.UnpicklingError) and "weights only" in text.lower():
             raise InputError(f"checkpoint {name!r} contains pickled code or objects, which auditkit refuses to load "
                              "(torch.load with weights_only=True rejected it)",
                              hint="save only tensors: use `auditkit train`, or auditkit.checkpoint.save_checkpoint "
                                   "with model.state_dict()") from None
-        raise InputError(f"checkpoint {name!r} is not a readable torch file ({first})",
-                         hint="the file is truncated or not a checkpoint; re-create it with `auditkit train`") from None
-    except Exception as exc:  # a corrupt file can make the unpickler raise anything (KeyError, EOFError, ...)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"checkpoint {name!r} is not a readable torch file ({first})",
+        raise InputError(f"checkpoint {name!r} is not a readable torch file "
+                         f"({text.splitlines()[0] if text else type(exc).__name__})",
                          hint="the file is truncated or not a checkpoint; re-create it with `auditkit train`") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         bare = isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values())
