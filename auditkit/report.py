@@ -71,9 +71,9 @@ def _roc_chart(attacks: list[dict[str, Any]], models: Sequence[str]) -> Markup |
     if not panels:
         return None
     with matplotlib.rc_context(_RC):
-        figure = Figure(figsize=(3.3 * len(panels), 3.2))
+        figure = Figure(figsize=(3.3 * len(panels), 3.6))
         # Fixed margins: constrained layout re-measures every log-axis tick label and took 2/3 of the render.
-        figure.subplots_adjust(left=0.16 / len(panels) * 1.6, right=0.98, bottom=0.15, top=0.9, wspace=0.08)
+        figure.subplots_adjust(left=0.16 / len(panels) * 1.6, right=0.98, bottom=0.25, top=0.92, wspace=0.08)
         axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
         names = sorted({a["attack"] for a in attacks})
         for ax, model in zip(axes, panels):
@@ -96,7 +96,9 @@ def _roc_chart(attacks: list[dict[str, Any]], models: Sequence[str]) -> Markup |
             ax.set_title(f"{model} model, forget vs test")
             ax.set_xlabel("false positive rate")
         axes[0].set_ylabel("true positive rate")
-        axes[-1].legend(loc="lower right")
+        handles, labels = axes[0].get_legend_handles_labels()
+        # One legend under the panels: inside a panel it hides the low-FPR corner that matters most.
+        figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), frameon=False)
         return _svg(figure)
 
 
@@ -217,6 +219,9 @@ def report_context(record: RunRecord) -> dict[str, Any]:
             retain = {a["model"]: a for a in attacks if a["attack"] == name and a["population"] == "retain"}
             if retain:
                 retain_rows.append({"attack": name, "by_model": retain})
+    attack_names = {a["attack"] for a in attacks}
+    # Checks that are not attacks (e.g. the forget/test loss ratio that flags over-forgetting).
+    other_checks = [v for v in audit["verdicts"] if v["attack"] not in attack_names] if audit else []
     exposures = audit["exposures"][:MAX_EXPOSED_IDS] if audit else []
     return {
         "record": record,
@@ -224,6 +229,7 @@ def report_context(record: RunRecord) -> dict[str, Any]:
         "models": models,
         "forget_rows": forget_rows,
         "retain_rows": retain_rows,
+        "other_checks": other_checks,
         "exposures": exposures,
         "exposures_total": len(audit["exposures"]) if audit else 0,
         "exposures_flagged": sum(1 for e in audit["exposures"] if e["exceeds_1pct_fpr"]) if audit else 0,
