@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -46,7 +46,7 @@ class ForgetRequest:
     path: Path
     id_column: str | None
     duplicates_dropped: int = 0
-    duplicate_examples: tuple[str, ...] = field(default=())
+    duplicate_examples: tuple[str, ...] = ()
 
     @property
     def count(self) -> int:
@@ -61,10 +61,10 @@ class ForgetRequest:
                 f"(e.g. {_list(list(self.duplicate_examples))}); each ID is forgotten once"]
 
 
-def _list(ids: list[str], total: int | None = None) -> str:
+def _list(ids: list[str]) -> str:
+    """Up to ten IDs and how many more there are, for one-line messages."""
     shown = ", ".join(ids[:_SHOWN])
-    total = len(ids) if total is None else total
-    return shown + (f", … ({total - _SHOWN} more)" if total > _SHOWN else "")
+    return shown + (f", … ({len(ids) - _SHOWN} more)" if len(ids) > _SHOWN else "")
 
 
 class _HashingReader(io.RawIOBase):
