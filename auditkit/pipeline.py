@@ -99,6 +99,7 @@ class RunOutcome:
     out: Path
     trail: Path
     trail_line: TrailLine
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -125,19 +126,24 @@ def _plugin_entry(registry: Registry, kind: str, name: str) -> dict[str, str]:
     return {"kind": kind, "name": name, "source": info.source, "version": info.version}
 
 
-def _check_out(out: Path, *, force: bool) -> None:
+def _check_out(out: Path, *, force: bool, keep: tuple[Path | None, ...] = ()) -> None:
+    """Refuse an existing ``out`` (unless ``force``), one that would swallow a file in ``keep`` (inputs,
+    the trail), or an unwritable place. Creates nothing: a run that fails later leaves no trace."""
     if out.exists() and not force:
         raise InputError(f"output {str(out)!r} already exists",
                          hint="choose another --out, or pass --force to replace it")
-    parent = out.parent
-    if parent.exists() and not parent.is_dir():
-        raise InputError(f"the parent of --out, {str(parent)!r}, is a file", hint="choose another --out")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create {str(parent)!r}: {exc.strerror}", hint="choose a writable --out") from None
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"{str(parent)!r} is not writable", hint="choose a writable --out")
+    target = out.resolve()
+    for path in keep:
+        if path is not None and target in (Path(path).resolve(), *Path(path).resolve().parents):
+            raise InputError(f"--out {str(out)!r} would replace {str(path)!r}, which this run reads or appends to",
+                             hint="choose an --out folder of its own, e.g. runs/<name>")
+    ancestor = out.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"--out {str(out)!r} lies under {str(ancestor)!r}, which is a file", hint="choose another --out")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"{str(ancestor)!r} is not writable", hint="choose a writable --out")
 
 
 @dataclass
@@ -185,7 +191,9 @@ def _resolve(settings: RunSettings, *, with_method: bool) -> _Resolved:
     plugins = ([_plugin_entry(registry, "methods", settings.method)] if with_method else []) + \
         [_plugin_entry(registry, "attacks", name) for name in names]
     backend = resolve_backend(settings.backend, torch.device("cpu"))
-    _check_out(settings.out, force=settings.force)
+    _check_out(settings.out, force=settings.force,
+               keep=(settings.checkpoint, settings.request, settings.original, settings.retrained, settings.trail,
+                     settings.config_path, *settings.plugin_files))
     if settings.trail.exists():
         check = verify_trail(settings.trail, key=trail_key_from_env())
         if not check.ok:
@@ -200,6 +208,7 @@ def _resolve(settings: RunSettings, *, with_method: bool) -> _Resolved:
 @contextlib.contextmanager
 def _staging(out: Path) -> Iterator[Path]:
     """A hidden temporary folder beside ``out``; removed unless the body renamed it into place."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
@@ -245,10 +254,12 @@ def run_train(settings: TrainSettings, *, progress: ProgressCallback = no_progre
     registry = _registry(settings.plugin_files)
     model = settings.model or registry.get("datasets", settings.dataset).DEFAULT_MODEL
     out = settings.out if settings.out is not None else Path("runs") / f"{settings.dataset}-{model}.pt"
+    if out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a folder", hint="name the checkpoint file, e.g. --out runs/model.pt")
     if out.exists() and not settings.force:
         raise InputError(f"checkpoint {str(out)!r} already exists",
                          hint="choose another --out, or pass --force to replace it")
-    _check_out(out, force=True)
+    _check_out(out, force=True, keep=tuple(settings.plugin_files))
     manifest, sha256 = train_checkpoint(
         registry=registry, dataset=settings.dataset, dataset_options=settings.dataset_options, model=model,
         model_options=settings.model_options, recipe=settings.recipe, seed=settings.seed, out=out, progress=progress,
@@ -411,7 +422,8 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
             schema_version=RECORD_SCHEMA_VERSION,
         )
         record, line = _finish(settings, record, tmp)
-    return RunOutcome(record=record, out=settings.out, trail=settings.trail, trail_line=line)
+    return RunOutcome(record=record, out=settings.out, trail=settings.trail, trail_line=line,
+                      warnings=loaded.request.warnings())
 
 
 def _accuracies(model: torch.nn.Module, loaded: _Loaded) -> dict[str, float]:
@@ -458,4 +470,5 @@ def run_audit_checkpoint(settings: RunSettings, *, progress: ProgressCallback = 
                                           inputs=_inputs(settings, loaded), started=started, finished=utc_now()),
         )
         record, line = _finish(settings, record, tmp)
-    return RunOutcome(record=record, out=settings.out, trail=settings.trail, trail_line=line)
+    return RunOutcome(record=record, out=settings.out, trail=settings.trail, trail_line=line,
+                      warnings=loaded.request.warnings())

@@ -197,8 +197,10 @@ def _snapshot(folder: Path) -> dict[str, str]:
         (["--option", "nonsense"], "is not key=value"),
         (["--checkpoint", "missing.pt"], "does not exist"),
         (["--dataset", "breast-cancer"], "was trained on dataset 'digits'"),
-        (["--ids", "unknown.csv"], "are not in dataset"),
+        (["--ids", "unknown.csv"], "not in dataset"),
         (["--config", "broken.toml"], "2 problems"),
+        (["--out", "runs", "--force"], "would replace"),
+        (["--trail", "runs/never/trail.jsonl"], "would replace"),
     ],
 )
 def test_bad_input_exits_2_with_a_hint_and_changes_nothing(workspace, first_run, capsys, monkeypatch, args, fragment):
@@ -231,11 +233,14 @@ def test_interrupt_exits_130_and_leaves_no_output(workspace, first_run, capsys, 
 
 def test_no_audit_still_writes_everything_and_says_so(workspace, first_run, capsys, monkeypatch):
     monkeypatch.chdir(workspace)
-    code, _, err = invoke(capsys, "forget", "--ids", "request.csv", "--out", "runs/unaudited", "--no-audit",
+    ids = Path("request.csv").read_text(encoding="utf-8").split()[1:]
+    Path("twice.csv").write_text("id\n" + "\n".join(ids + ids[:2]) + "\n", encoding="utf-8")
+    code, _, err = invoke(capsys, "forget", "--ids", "twice.csv", "--out", "runs/unaudited", "--no-audit",
                           "--include-ids")
+    assert "warning: 2 duplicate row(s)" in err
     record = RunRecord.load("runs/unaudited/record.json")
     assert code == 0 and record.audit is None and record.summary["passed"] is None and "audit skipped" in err
-    assert record.request["ids"] == sorted(Path("request.csv").read_text(encoding="utf-8").split()[1:])
+    assert record.request["ids"] == sorted(ids) and record.request["duplicates_dropped"] == 2
     assert "NOT AUDITED" in Path("runs/unaudited/report.html").read_text(encoding="utf-8")
 
 

@@ -49,6 +49,8 @@ class Application:
         """The end of `forget` / `audit`: verdict, per-check failures, and where the evidence is."""
         summary = outcome.record.summary
         audit = outcome.record.audit
+        for warning in outcome.warnings:
+            self.warn(warning)
         if summary["passed"] is None:
             self.info("audit skipped (--no-audit): nothing shows that the samples are forgotten")
         else:
