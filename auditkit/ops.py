@@ -142,7 +142,7 @@ def build_plan(*, with_cuda: bool | None = None) -> BuildPlan:
     sources = tuple(csrc / name for name in _SOURCES + (_CUDA_SOURCES if with_cuda else ()))
     cpu_isa = torch.backends.cpu.get_cpu_capability()
     cflags = ("-O3", *_ISA_FLAGS.get(cpu_isa, []))
-    cuda_cflags = ("-O3", "--use_fast_math") if with_cuda else ()
+    cuda_cflags = ("-O3",) if with_cuda else ()
     digest = hashlib.sha256()
     for path in sorted(sources + tuple(csrc / name for name in _HEADERS)):
         digest.update(path.name.encode())

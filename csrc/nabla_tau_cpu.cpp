@@ -173,14 +173,16 @@ void fused_rows(const scalar_t* logits, const int64_t* labels, int64_t rows, con
                 bool weighted, CoefficientOf coefficient_of, acc_type_t<scalar_t>* losses,
                 acc_type_t<scalar_t>* norms, scalar_t* grad) {
   const int64_t C = ctx.num_classes;
+  // float16/bfloat16 exps would lose bits (or underflow) before rescaling: those recompute from x.
+  const bool store_exps = weighted && kHasVectorPath<scalar_t>;
   at::parallel_for(0, rows, grain_rows(C), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t label = checked_label(labels, i, ctx);
-      const auto s = row_stats(logits + i * C, label, i, ctx, weighted ? grad + i * C : nullptr);
+      const auto s = row_stats(logits + i * C, label, i, ctx, store_exps ? grad + i * C : nullptr);
       losses[i] = row_cross_entropy(s);
       norms[i] = row_grad_norm(s);
       write_row_gradient(logits + i * C, label, s, coefficient_of(losses[i]), C, grad + i * C,
-                         /*from_exps=*/true);
+                         /*from_exps=*/store_exps);
     }
   });
 }
