@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.stats import norm
 from torch import nn
 
 from auditkit.data import SampleSet
@@ -40,14 +41,21 @@ MODEL_NAMES = ("original", "unlearned", "retrained")
 class Policy:
     """How the audit decides; the ``[policy]`` table of auditkit.toml maps onto these fields.
 
-    Each attack's headline on the unlearned model (forget set vs test split) passes when its 95 %
-    interval contains chance (0.5), or, when a retrained model is audited too, when it lies within
-    ``retrained_margin`` of the retrained model's value. A headline whose whole interval lies below
-    chance, by at least ``over_forgetting_margin``, is over-forgetting; any other miss is a fail. The
-    ``forget-loss-ratio`` check flags over-forgetting when even the low end of the bootstrap interval of
-    mean forget loss / mean test loss exceeds ``max_loss_ratio``.
+    Each attack's headline on the unlearned model (forget set vs test split) passes when its interval
+    contains chance (0.5), or, when a retrained model is audited too, when it lies within
+    ``retrained_margin`` of the retrained model's value. An AUC whose whole interval lies below chance,
+    by at least ``over_forgetting_margin``, is over-forgetting. An attack's own statistic (the LR
+    accuracy) has no direction, since the classifier learns either sign: below chance it passes, and
+    above chance it counts as over-forgetting when the forget set's mean loss exceeds the test split's.
+    Any other miss is a fail. The ``forget-loss-ratio`` check flags over-forgetting when even the low end
+    of the bootstrap interval of mean forget loss / mean test loss exceeds ``max_loss_ratio``.
+
+    Several attacks are judged at once, so with ``confidence`` = 0.95 each of the k verdict intervals is
+    widened from 95 % to 1 − 0.05/k (Bonferroni): a model retrained without the forget set then fails
+    by chance in at most about 5 % of audits, instead of once per few audits.
 
     Attributes:
+        confidence: family-wise confidence of the verdicts (1 − the tolerated chance of failing a retrain).
         retrained_margin: largest |unlearned − retrained| headline difference that still passes.
         over_forgetting_margin: how far below chance a headline must be to count as over-forgetting.
         max_loss_ratio: mean forget loss over mean test loss above which the forget set was over-forgotten.
@@ -57,16 +65,18 @@ class Policy:
         exposure_fpr: the FPR, on the test split, of the threshold a forgotten ID is flagged above.
     """
 
+    confidence: float = 0.95
     retrained_margin: float = 0.05
     over_forgetting_margin: float = 0.05
     max_loss_ratio: float = 2.0
     retain_sample_size: int = 1000
-    bootstrap_rounds: int = 200
+    bootstrap_rounds: int = 1000
     exposure_attack: str = "loss"
     exposure_fpr: float = 0.01
 
     def __post_init__(self) -> None:
         checks = {
+            "confidence": 0.5 <= self.confidence < 1,
             "retrained_margin": 0 <= self.retrained_margin < 0.5,
             "over_forgetting_margin": 0 <= self.over_forgetting_margin < 0.5,
             "max_loss_ratio": self.max_loss_ratio > 1,
@@ -97,48 +107,60 @@ class Policy:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def judge(self, result: AttackResult, retrained: AttackResult | None, *, forget_loss_higher: bool) -> Verdict:
+    def verdict_level(self, judged: int) -> float:
+        """The confidence of each of ``judged`` verdict intervals (Bonferroni)."""
+        return 1 - (1 - self.confidence) / judged
+
+    def judge(
+        self, result: AttackResult, retrained: AttackResult | None, *, forget_loss_higher: bool, judged: int = 1
+    ) -> Verdict:
         """Decide one attack from its unlearned forget-vs-test ``result`` (and the retrained model's, if any).
 
-        ``forget_loss_higher`` (mean forget loss above mean test loss) gives the direction of headlines
-        that cannot go below chance, such as the cross-validated LR accuracy, which learns either sign.
+        ``forget_loss_higher`` (mean forget loss above mean test loss) gives the direction of an attack's
+        own statistic; ``judged`` is how many verdicts the audit gives (the Bonferroni family size). The
+        attack's 95 % interval is widened around the value by the ratio of normal quantiles.
         """
         chance = result.statistic["chance"] if result.statistic else 0.5
         value = result.headline_value
-        low, high = result.headline_ci
+        level = self.verdict_level(judged)
+        stretch = norm.ppf(0.5 + level / 2) / norm.ppf(0.975)
+        low = value - stretch * (value - result.headline_ci[0])
+        high = value + stretch * (result.headline_ci[1] - value)
         reference = retrained.headline_value if retrained is not None else None
+        interval = f"{_interval(low, high)} ({level:.1%})"
         if low <= chance <= high:
-            status, reason = "pass", f"indistinguishable from chance: {_interval(low, high)} contains {chance:g}"
+            status, reason = "pass", f"indistinguishable from chance: {interval} contains {chance:g}"
         elif reference is not None and abs(value - reference) <= self.retrained_margin:
             status, reason = "pass", f"within {self.retrained_margin:g} of the retrained model's {reference:.3f}"
+        elif high < chance and result.statistic:
+            status, reason = "pass", f"no better than chance: {interval} lies below {chance:g}"
         elif high < chance:
             if chance - value >= self.over_forgetting_margin:
                 status = "over-forgetting"
-                reason = (f"the forget set looks less like members than unseen data: {_interval(low, high)} "
-                          f"lies below chance {chance:g}")
+                reason = f"the forget set looks less like members than unseen data: {interval} lies below {chance:g}"
             else:
                 status = "pass"
                 reason = (f"slightly below chance ({value:.3f}), within the over-forgetting margin "
                           f"{self.over_forgetting_margin:g}")
         elif result.statistic and forget_loss_higher:
             status = "over-forgetting"
-            reason = (f"distinguishable ({_interval(low, high)} above chance {chance:g}) because the "
-                      "forget set's losses are higher than unseen data's")
+            reason = (f"distinguishable ({interval} above chance {chance:g}) because the forget set's "
+                      "losses are higher than unseen data's")
         else:
             status = "fail"
-            reason = f"members still distinguishable: {_interval(low, high)} lies above chance {chance:g}"
-        return Verdict(result.attack, status, value, (low, high), reference, reason)
+            reason = f"members still distinguishable: {interval} lies above chance {chance:g}"
+        return Verdict(result.attack, status, value, (low, high), reference, reason, level)
 
-    def judge_loss_ratio(self, ratio: float, ci: tuple[float, float], reference: float | None) -> Verdict:
+    def judge_loss_ratio(self, ratio: float, ci: tuple[float, float], reference: float | None, *, level: float) -> Verdict:
         """The ``forget-loss-ratio`` check: over-forgetting when the whole interval exceeds ``max_loss_ratio``."""
         if ci[0] > self.max_loss_ratio:
             status = "over-forgetting"
             reason = (f"the forget set's mean loss is {ratio:.2f}× the test split's "
-                      f"({_interval(*ci)} > {self.max_loss_ratio:g})")
+                      f"({_interval(*ci)} at {level:.1%} > {self.max_loss_ratio:g})")
         else:
             status = "pass"
             reason = f"mean forget loss / mean test loss = {ratio:.2f}, not above {self.max_loss_ratio:g}"
-        return Verdict(LOSS_RATIO_CHECK, status, ratio, ci, reference, reason)
+        return Verdict(LOSS_RATIO_CHECK, status, ratio, ci, reference, reason, level)
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Policy)}
@@ -305,28 +327,32 @@ def _verdicts(
     by_key = {(r.attack, r.model, r.population): r for r in results}
     unlearned = tables["unlearned"]
     forget_loss, test_loss = unlearned.group("forget").loss, unlearned.group("test").loss
+    judged = len(attacks) + 1
     verdicts = [
         policy.judge(by_key[(a.PLUGIN_NAME, "unlearned", "forget")], by_key.get((a.PLUGIN_NAME, "retrained", "forget")),
-                     forget_loss_higher=forget_loss.mean() > test_loss.mean())
+                     forget_loss_higher=forget_loss.mean() > test_loss.mean(), judged=judged)
         for a in attacks
     ]
-    ratio, ci = _loss_ratio(forget_loss, test_loss, seed=seed, rounds=policy.bootstrap_rounds)
+    level = policy.verdict_level(judged)
+    ratio, ci = _loss_ratio(forget_loss, test_loss, seed=seed, rounds=policy.bootstrap_rounds, level=level)
     reference = None
     if "retrained" in tables:
         reference = _loss_ratio(tables["retrained"].group("forget").loss, tables["retrained"].group("test").loss,
-                                seed=seed, rounds=policy.bootstrap_rounds)[0]
-    verdicts.append(policy.judge_loss_ratio(ratio, ci, reference))
+                                seed=seed, rounds=policy.bootstrap_rounds, level=level)[0]
+    verdicts.append(policy.judge_loss_ratio(ratio, ci, reference, level=level))
     return verdicts
 
 
-def _loss_ratio(forget: np.ndarray, test: np.ndarray, *, seed: int, rounds: int) -> tuple[float, tuple[float, float]]:
-    """Mean forget loss / mean test loss and its bootstrap 95 % interval (each set resampled separately)."""
+def _loss_ratio(
+    forget: np.ndarray, test: np.ndarray, *, seed: int, rounds: int, level: float
+) -> tuple[float, tuple[float, float]]:
+    """Mean forget loss / mean test loss and its bootstrap interval at ``level`` (each set resampled separately)."""
     rng = np.random.default_rng(seed)
     tiny = np.finfo(np.float64).tiny
     forget_means = forget[rng.integers(0, len(forget), (rounds, len(forget)))].mean(1)
     test_means = test[rng.integers(0, len(test), (rounds, len(test)))].mean(1)
     ratio = float(forget.mean() / max(test.mean(), tiny))
-    return ratio, percentile_interval(forget_means / np.maximum(test_means, tiny))
+    return ratio, percentile_interval(forget_means / np.maximum(test_means, tiny), level=level)
 
 
 def _exposures(target: SignalTable, scores: np.ndarray, members: np.ndarray, *, fpr: float) -> list[SampleExposure]:

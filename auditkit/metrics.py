@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import beta, norm
+from scipy.stats import beta
+from scipy.stats import t as t_dist
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
@@ -182,9 +183,16 @@ def roc_grid(n_nonmembers: int, *, points: int = 60) -> np.ndarray:
     return np.unique(np.concatenate([[0.0], np.logspace(low, 0, points - 1)]))
 
 
-def wilson_interval(accuracy: float, n: int, *, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``accuracy`` observed over ``n`` trials."""
-    z = norm.ppf(0.5 + level / 2)
-    centre = (accuracy + z**2 / (2 * n)) / (1 + z**2 / n)
-    half = z / (1 + z**2 / n) * np.sqrt(accuracy * (1 - accuracy) / n + z**2 / (4 * n**2))
-    return float(centre - half), float(centre + half)
+def cv_mean_interval(values: np.ndarray, *, test_fraction: float, level: float = 0.95) -> tuple[float, float]:
+    """Interval for the mean of ``[J]`` scores from J random train/test splits (Nadeau & Bengio 2003).
+
+    The splits share samples, so the naive ``s²/J`` understates the variance; the corrected resampled
+    t-interval uses ``(1/J + n_test/n_train)·s²`` with J − 1 degrees of freedom. On null data (members
+    and non-members from one distribution, 20–200 members) it covers chance in about 90–92 % of draws
+    at level 0.95 (see the audit notes), where an interval over the pooled held-out predictions covers
+    far less.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    spread = np.sqrt((1 / len(values) + test_fraction / (1 - test_fraction)) * values.var(ddof=1))
+    half = t_dist.ppf(0.5 + level / 2, len(values) - 1) * spread
+    return float(values.mean() - half), float(values.mean() + half)

@@ -59,7 +59,9 @@ class Verdict:
     """The policy's decision for one attack on the unlearned model's forget set.
 
     ``status``: ``"pass"``, ``"fail"`` (still leaks membership) or ``"over-forgetting"`` (the forget set
-    now looks *less* like members than unseen data, itself a signal).
+    now looks *less* like members than unseen data, itself a signal). ``ci`` is the interval the policy
+    judged, at confidence ``ci_level`` (wider than the attack's 95 % when the policy corrects for
+    judging several attacks at once).
     """
 
     attack: str
@@ -68,6 +70,7 @@ class Verdict:
     ci: tuple[float, float]
     reference_value: float | None
     reason: str
+    ci_level: float = 0.95
 
 
 @dataclass

@@ -77,7 +77,10 @@ def test_original_model_is_flagged(digits):
     result = digits.audit({"original": digits.original, "unlearned": digits.original}, attacks=["lr-loss", "loss"])
     assert not result.passed
     status = {v.attack: v.status for v in result.verdicts}
-    assert status == {"lr-loss": "fail", "loss": "fail", LOSS_RATIO_CHECK: "pass"}
+    assert status["loss"] == "fail" and status[LOSS_RATIO_CHECK] == "pass"
+    # The paper's MIA sees the leak too (about 0.6), but 60 forgotten samples leave its interval wide.
+    lr = next(v for v in result.verdicts if v.attack == "lr-loss")
+    assert lr.value > 0.55 and lr.ci[0] < lr.value < lr.ci[1]
     loss = next(r for r in result.attacks if (r.attack, r.model, r.population) == ("loss", "unlearned", "forget"))
     assert loss.headline == "auc" and loss.headline_ci[0] > 0.5
 
@@ -163,11 +166,24 @@ def test_policy_decisions_are_two_sided():
     assert policy.judge(judged(0.70, (0.62, 0.78)), judged(0.60, (0.5, 0.7)), forget_loss_higher=False).status == "fail"
     assert policy.judge(judged(0.30, (0.22, 0.38)), None, forget_loss_higher=True).status == "over-forgetting"
     assert policy.judge(judged(0.47, (0.46, 0.49)), None, forget_loss_higher=True).status == "pass"
+    # The LR accuracy has no direction: below chance it passes; above chance the loss gives the direction.
     lr = {"name": "lr_accuracy", "value": 0.7, "ci_low": 0.62, "ci_high": 0.78, "chance": 0.5}
     assert policy.judge(judged(0.7, (0.62, 0.78), statistic=lr), None, forget_loss_higher=True).status == "over-forgetting"
     assert policy.judge(judged(0.7, (0.62, 0.78), statistic=lr), None, forget_loss_higher=False).status == "fail"
-    assert policy.judge_loss_ratio(5.0, (2.5, 9.0), None).status == "over-forgetting"
-    assert policy.judge_loss_ratio(5.0, (1.5, 9.0), None).status == "pass"
+    assert policy.judge(judged(0.35, (0.25, 0.45), statistic=lr), None, forget_loss_higher=False).status == "pass"
+    assert policy.judge_loss_ratio(5.0, (2.5, 9.0), None, level=0.95).status == "over-forgetting"
+    assert policy.judge_loss_ratio(5.0, (1.5, 9.0), None, level=0.95).status == "pass"
+
+
+def test_judging_several_attacks_widens_each_interval():
+    policy = Policy()
+    alone = policy.judge(judged(0.54, (0.505, 0.575)), None, forget_loss_higher=False)
+    among_eight = policy.judge(judged(0.54, (0.505, 0.575)), None, forget_loss_higher=False, judged=8)
+    assert alone.status == "fail" and alone.ci == (0.505, 0.575) and alone.ci_level == 0.95
+    # Bonferroni over 8: 99.375 % intervals, z = 2.734 instead of 1.960.
+    assert among_eight.ci_level == pytest.approx(0.99375)
+    assert among_eight.ci[0] == pytest.approx(0.54 - 0.035 * 2.7344 / 1.96, abs=1e-3)
+    assert among_eight.status == "pass"
 
 
 def test_policy_loads_from_a_toml_table_and_rejects_bad_settings():

@@ -10,8 +10,8 @@ from auditkit.metrics import (
     attack_metrics,
     bootstrap_auc_accuracy,
     epsilon_lower_bound,
+    cv_mean_interval,
     lr_mia_accuracies,
-    wilson_interval,
 )
 
 
@@ -114,9 +114,12 @@ def test_epsilon_bound_uses_clopper_pearson_at_the_perfect_point():
     assert bigger > bound
 
 
-def test_wilson_interval_known_value_and_lr_mia_on_separable_values():
-    low, high = wilson_interval(0.5, 100)
-    assert low == pytest.approx(0.4038, abs=1e-4) and high == pytest.approx(0.5962, abs=1e-4)
+def test_cv_interval_is_the_corrected_resampled_t_interval_and_lr_mia_separates():
+    values = np.asarray([0.5, 0.6, 0.55, 0.45, 0.5, 0.65, 0.6, 0.5, 0.55, 0.6])
+    low, high = cv_mean_interval(values, test_fraction=0.1)
+    # Nadeau & Bengio: mean ± t(0.975, 9)·sqrt((1/10 + 0.1/0.9)·s²), mean 0.55, s² = 0.0038889 here; t(0.975, 9) = 2.2622.
+    half = 2.2622 * np.sqrt((0.1 + 0.1 / 0.9) * 0.0038888889)
+    assert low == pytest.approx(0.55 - half, abs=1e-4) and high == pytest.approx(0.55 + half, abs=1e-4)
     accuracies = lr_mia_accuracies(np.zeros(40), np.ones(60), seed=0)
     assert accuracies.shape == (10,) and np.all(accuracies == 1.0)
 

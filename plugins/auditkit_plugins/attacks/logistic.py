@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import numpy as np
@@ -10,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 
 from auditkit.errors import InputError
 from auditkit.interfaces import Attack, AttackInput, AttackOutput, Statistic
-from auditkit.metrics import lr_mia_accuracies, wilson_interval
+from auditkit.metrics import cv_mean_interval, lr_mia_accuracies
 
 _HELD_OUT_FRACTION = 0.1  # StratifiedShuffleSplit's default test size, used by lr_mia_accuracies
 
@@ -18,8 +17,8 @@ _HELD_OUT_FRACTION = 0.1  # StratifiedShuffleSplit's default test size, used by 
 class _LogisticAttack(Attack):
     """Headline: the mean cross-validated accuracy of :func:`auditkit.metrics.lr_mia_accuracies`.
 
-    Its interval is a Wilson 95 % interval over the held-out predictions pooled across the splits
-    (about one per balanced sample). Per-sample scores are the decision function of one logistic
+    Its 95 % interval is Nadeau & Bengio's corrected resampled t-interval over the split accuracies
+    (the splits overlap, so their plain standard error is too small). Per-sample scores are the decision function of one logistic
     regression fit on all rows with balanced class weights, so its learned sign makes higher = member.
     """
 
@@ -37,9 +36,8 @@ class _LogisticAttack(Attack):
                 hint="forget more samples, or lower the attack's n_splits option",
             )
         accuracies = lr_mia_accuracies(values[members], values[~members], seed=data.seed, n_splits=n_splits)
-        held_out = n_splits * math.ceil(_HELD_OUT_FRACTION * 2 * n)
         mean = float(accuracies.mean())
-        low, high = wilson_interval(mean, held_out)
+        low, high = cv_mean_interval(accuracies, test_fraction=_HELD_OUT_FRACTION)
         model = LogisticRegression(class_weight="balanced").fit(values[:, None], members)
         scores = model.decision_function(values[:, None]).astype(np.float64)
         return AttackOutput(scores=scores, statistic=Statistic("lr_accuracy", mean, low, high, 0.5))
