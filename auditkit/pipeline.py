@@ -154,6 +154,13 @@ class _Resolved:
     policy: Policy | None
     plugins: list[dict[str, str]]
     backend: str
+    device: torch.device
+
+
+def run_device(backend: str) -> torch.device:
+    """Where models run: the GPU for ``cuda`` (and for ``auto`` when one is present), else the CPU."""
+    wants_gpu = backend == "cuda" or (backend == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
 def _resolve(settings: RunSettings, *, with_method: bool) -> _Resolved:
@@ -190,7 +197,8 @@ def _resolve(settings: RunSettings, *, with_method: bool) -> _Resolved:
                                 hint="; ".join(dict.fromkeys(p.hint for p in problems if p.hint)))
     plugins = ([_plugin_entry(registry, "methods", settings.method)] if with_method else []) + \
         [_plugin_entry(registry, "attacks", name) for name in names]
-    backend = resolve_backend(settings.backend, torch.device("cpu"))
+    device = run_device(settings.backend)
+    backend = resolve_backend(settings.backend, device)
     _check_out(settings.out, force=settings.force,
                keep=(settings.checkpoint, settings.request, settings.original, settings.retrained, settings.trail,
                      settings.config_path, *settings.plugin_files))
@@ -199,7 +207,7 @@ def _resolve(settings: RunSettings, *, with_method: bool) -> _Resolved:
         if not check.ok:
             raise RunError(f"audit trail {str(settings.trail)!r} is broken: {check.problem}",
                            hint=f"investigate with `auditkit verify {settings.trail}`, or start a new trail with --trail")
-    return _Resolved(registry, method, attacks, policy, plugins, backend)
+    return _Resolved(registry, method, attacks, policy, plugins, backend, device)
 
 
 # ---------------------------------------------------------------- output folder
@@ -298,10 +306,10 @@ def _load(settings: RunSettings, registry: Registry, path: Path) -> _Loaded:
     return _Loaded(loaded, data, request, forget, retain, data.indices("validation"), data.indices("test"))
 
 
-def _reference_trainer(loaded: _Loaded, registry: Registry) -> ReferenceTrainer:
+def _reference_trainer(loaded: _Loaded, registry: Registry, device: torch.device) -> ReferenceTrainer:
     manifest = loaded.checkpoint.manifest
     return ReferenceTrainer(build=model_builder(manifest, registry=registry), recipe=manifest.train_recipe,
-                            model_key=manifest.describe_model())
+                            model_key=manifest.describe_model(), device=device)
 
 
 def _audit(settings: RunSettings, resolved: _Resolved, loaded: _Loaded, models: dict[str, torch.nn.Module],
@@ -311,7 +319,7 @@ def _audit(settings: RunSettings, resolved: _Resolved, loaded: _Loaded, models: 
         data=loaded.data, forget=loaded.forget, retain=loaded.retain, validation=loaded.validation,
         test=loaded.test, models=models, attacks=resolved.attacks, policy=resolved.policy, seed=settings.seed,
         backend=settings.backend,
-        reference_trainer=_reference_trainer(loaded, resolved.registry) if needs_references else None,
+        reference_trainer=_reference_trainer(loaded, resolved.registry, resolved.device) if needs_references else None,
         progress=progress,
     )
     return result.to_dict()
@@ -340,8 +348,8 @@ def _inputs(settings: RunSettings, loaded: _Loaded) -> dict[str, str]:
     return inputs
 
 
-def _load_model(path: Path | None, registry: Registry) -> torch.nn.Module | None:
-    return None if path is None else load_checkpoint(path, registry=registry).model
+def _load_model(path: Path | None, registry: Registry, device: torch.device) -> torch.nn.Module | None:
+    return None if path is None else load_checkpoint(path, registry=registry).model.to(device).eval()
 
 
 def _finish(settings: RunSettings, record: RunRecord, tmp: Path) -> tuple[RunRecord, TrailLine]:
@@ -370,16 +378,16 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
     started = utc_now()
     resolved = _resolve(settings, with_method=True)
     loaded = _load(settings, resolved.registry, settings.checkpoint)
-    retrained = _load_model(settings.retrained, resolved.registry)
+    retrained = _load_model(settings.retrained, resolved.registry, resolved.device)
     manifest = loaded.checkpoint.manifest
-    original = loaded.checkpoint.model
-    original.eval()
+    original = loaded.checkpoint.model.to(resolved.device).eval()
 
     torch.manual_seed(settings.seed)
     task = UnlearningTask(
         model=copy.deepcopy(original), build_model=model_builder(manifest, registry=resolved.registry),
         recipe=manifest.train_recipe, data=loaded.data, forget=loaded.forget, retain=loaded.retain,
         validation=loaded.validation, test=loaded.test, seed=settings.seed, backend=settings.backend,
+        device=resolved.device,
     )
     outcome = resolved.method.unlearn(task, progress=progress)
     unlearned = copy.deepcopy(original)
@@ -396,7 +404,7 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
     with _staging(settings.out) as tmp:
         # Same manifest (architecture, dataset, split fingerprint: the unlearned model audits against the
         # same data), with the unlearned model's own accuracies instead of the original's.
-        unlearned_manifest = dataclasses.replace(manifest, metrics=_accuracies(unlearned, loaded))
+        unlearned_manifest = dataclasses.replace(manifest, metrics=_accuracies(unlearned, loaded, resolved.device))
         unlearned_sha = save_checkpoint(tmp / MODEL_FILE, state_dict=outcome.state_dict, manifest=unlearned_manifest)
         passed = None if audit is None else bool(audit["passed"])
         plugins = [*resolved.plugins, _plugin_entry(resolved.registry, "datasets", manifest.dataset),
@@ -426,8 +434,8 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
                       warnings=loaded.request.warnings())
 
 
-def _accuracies(model: torch.nn.Module, loaded: _Loaded) -> dict[str, float]:
-    return {f"{name}_accuracy": accuracy(model, *loaded.data.subset(positions))
+def _accuracies(model: torch.nn.Module, loaded: _Loaded, device: torch.device) -> dict[str, float]:
+    return {f"{name}_accuracy": accuracy(model, *(t.to(device) for t in loaded.data.subset(positions)))
             for name, positions in (("retain", loaded.retain), ("forget", loaded.forget), ("test", loaded.test))}
 
 
@@ -444,10 +452,11 @@ def run_audit_checkpoint(settings: RunSettings, *, progress: ProgressCallback = 
     if original.manifest.dataset != loaded.checkpoint.manifest.dataset:
         raise InputError(f"the original checkpoint is for dataset {original.manifest.dataset!r}, the audited one "
                          f"for {loaded.checkpoint.manifest.dataset!r}", hint="pass checkpoints of the same dataset")
-    models = {"original": original.model.eval(), "unlearned": loaded.checkpoint.model.eval()}
-    retrained = _load_model(settings.retrained, resolved.registry)
+    models = {"original": original.model.to(resolved.device).eval(),
+              "unlearned": loaded.checkpoint.model.to(resolved.device).eval()}
+    retrained = _load_model(settings.retrained, resolved.registry, resolved.device)
     if retrained is not None:
-        models["retrained"] = retrained.eval()
+        models["retrained"] = retrained
     audit = _audit(settings, resolved, loaded, models, progress)
     manifest = loaded.checkpoint.manifest
     with _staging(settings.out) as tmp:

@@ -11,7 +11,6 @@ import pytest
 from test_record import sample_record
 
 from auditkit.errors import InputError
-from auditkit.record import RunRecord
 from auditkit.report import MAX_EXPOSED_IDS, render_report, write_report
 
 HOSTILE = "<script>alert(1)</script>"
