@@ -264,3 +264,30 @@ def test_usage_errors_exit_2_without_traceback(capsys):
     for args in (["forget"], ["nonsense"], ["train", "--epochs", "many"], ["forget", "--ids", "x.csv", "--backend", "gpu"]):
         code, _, err = invoke(capsys, *args)
         assert code == 2 and err.startswith("error: ") and "Traceback" not in err
+
+
+def test_progress_renders_bars_on_a_terminal_and_stays_silent_otherwise():
+    import io
+
+    from rich.console import Console
+
+    from auditkit.cli.app import Application
+    from auditkit.progress import Progress
+
+    terminal = io.StringIO()
+    app = Application(console=Console(file=terminal, force_terminal=True, width=100))
+    with app.progress() as report:
+        for step in range(1, 4):
+            report(Progress("unlearn", step, 3, message="[bold red]epoch[/]"))
+    assert "[bold red]epoch[/]" in terminal.getvalue()  # messages are shown literally, never as markup
+
+    piped = io.StringIO()
+    app = Application(console=Console(file=piped, force_terminal=False))
+    with app.progress() as report:
+        report(Progress("unlearn", 3, 3))
+    assert piped.getvalue() == ""
+    app.verbosity = 1
+    with app.progress() as report:
+        report(Progress("unlearn", 1, 3))
+        report(Progress("unlearn", 3, 3))
+    assert piped.getvalue().strip() == "unlearn: done (3)"
