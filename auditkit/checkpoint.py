@@ -168,14 +168,17 @@ def _read_payload(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt file can make the unpickler raise anything (KeyError, EOFError, ...)
-        text = str(exc).strip()
-        if isinstance(exc, pickle.UnpicklingError) and "weights only" in text.lower():
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        # torch's own first line advises weights_only=False; the unpickler's line says what it met.
+        detail = next((line for line in lines if line.startswith("WeightsUnpickler error:")),
+                      lines[0] if lines else type(exc).__name__)
+        # Only a refused global is code or an object; any other refusal is a corrupt or foreign file.
+        if isinstance(exc, pickle.UnpicklingError) and "unsupported global" in detail.lower():
             raise InputError(f"checkpoint {name!r} contains pickled code or objects, which auditkit refuses to load "
                              "(torch.load with weights_only=True rejected it)",
                              hint="save only tensors: use `auditkit train`, or auditkit.checkpoint.save_checkpoint "
                                   "with model.state_dict()") from None
-        raise InputError(f"checkpoint {name!r} is not a readable torch file "
-                         f"({text.splitlines()[0] if text else type(exc).__name__})",
+        raise InputError(f"checkpoint {name!r} is not a readable torch file ({detail})",
                          hint="the file is truncated or not a checkpoint; re-create it with `auditkit train`") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         bare = isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values())
