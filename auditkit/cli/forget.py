@@ -29,8 +29,14 @@ def forget(app: Application, **flags) -> int:
     and appends one line to the audit trail. Exit code 0 when the audit passes (or is skipped), 1 when
     it fails the policy.
     """
+    from auditkit.errors import InputError
     from auditkit.pipeline import run_forget
 
+    # Flags that only feed the battery would be silently ignored: the user meant one or the other.
+    unused = [flag for flag, key in (("--attacks", "attacks"), ("--retrained", "retrained")) if flags[key] is not None]
+    if flags["no_audit"] and unused:
+        raise InputError(f"{' and '.join(unused)} cannot be combined with --no-audit, which skips the battery",
+                         hint=f"drop --no-audit to audit, or drop {' and '.join(unused)}")
     settings = settings_from_options(flags, kind="forget")
     app.detail(f"forgetting with {settings.method} from {settings.checkpoint} into {settings.out}")
     with app.progress() as progress:
