@@ -170,15 +170,23 @@ def test_same_seed_gives_the_same_model_and_record(workspace, first_run, capsys,
     assert invoke(capsys, "verify", "runs/audit-trail.jsonl")[0] == 0  # two chained lines
 
 
-def test_audit_command_audits_a_checkpoint_against_the_original(workspace, first_run, capsys, monkeypatch):
+def test_audit_command_audits_a_checkpoint_against_the_original_and_a_retrained_model(
+        workspace, first_run, capsys, monkeypatch):
     monkeypatch.chdir(workspace)
+    code, _, _ = invoke(capsys, "-q", "forget", "--ids", "request.csv", "--method", "retrain", "--no-audit",
+                        "--out", "runs/retrained")
+    assert code == 0
     before = sha256_file("runs/first/model.pt")
     code, out, err = invoke(capsys, "--json", "audit", "--checkpoint", "runs/first/model.pt", "--ids", "request.csv",
-                            "--out", "runs/audited")
+                            "--retrained", "runs/retrained/model.pt", "--out", "runs/audited")
     record = RunRecord.load("runs/audited/record.json")
     assert code == (0 if record.summary["passed"] else 1) == json.loads(out)["exit_code"]
     assert record.kind == "audit" and record.method is None and record.history == []
     assert record.checkpoints["audited"]["sha256"] == before == sha256_file("runs/first/model.pt")
+    assert record.checkpoints["retrained"]["sha256"] == sha256_file("runs/retrained/model.pt")
+    assert [row["model"] for row in record.audit["utility"]] == ["original", "unlearned", "retrained"]
+    judged = {v["attack"]: v for v in record.audit["verdicts"]}
+    assert judged["loss"]["reference_value"] is not None  # verdicts are judged against the retrained model
     assert record.checkpoints["original"]["path"] == str(Path("runs") / "digits-mlp.pt")
     assert "Unlearning over epochs" not in Path("runs/audited/report.html").read_text(encoding="utf-8")
 
