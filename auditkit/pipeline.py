@@ -137,13 +137,22 @@ def _check_out(out: Path, *, force: bool, keep: tuple[Path | None, ...] = ()) ->
         if path is not None and target in (Path(path).resolve(), *Path(path).resolve().parents):
             raise InputError(f"--out {str(out)!r} would replace {str(path)!r}, which this run reads or appends to",
                              hint="choose an --out folder of its own, e.g. runs/<name>")
-    ancestor = out.parent
+    _check_writable(out, flag="--out")
+
+
+def _check_writable(path: Path, *, flag: str) -> None:
+    """Refuse a ``path`` whose folder cannot be created or written, before any heavy work."""
+    ancestor = path.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise InputError(f"--out {str(out)!r} lies under {str(ancestor)!r}, which is a file", hint="choose another --out")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise InputError(f"{str(ancestor)!r} is not writable", hint="choose a writable --out")
+        raise InputError(f"{flag} {str(path)!r} lies under {str(ancestor)!r}, which is a file",
+                         hint=f"choose another {flag}")
+    try:  # a real probe: os.access says yes to root everywhere, even in /proc or on a read-only mount
+        os.rmdir(tempfile.mkdtemp(prefix=".auditkit-probe.", dir=ancestor))
+    except OSError as exc:
+        raise InputError(f"cannot write into {str(ancestor)!r} ({exc.strerror})",
+                         hint=f"choose a writable {flag}") from None
 
 
 @dataclass
@@ -199,9 +208,13 @@ def _resolve(settings: RunSettings, *, with_method: bool) -> _Resolved:
         [_plugin_entry(registry, "attacks", name) for name in names]
     device = run_device(settings.backend)
     backend = resolve_backend(settings.backend, device)
+    if settings.out.exists() and not settings.out.is_dir():  # --force replaces run folders, never a file
+        raise InputError(f"--out {str(settings.out)!r} is a file, not a run folder",
+                         hint="choose another --out (a folder name, e.g. runs/<name>)")
     _check_out(settings.out, force=settings.force,
                keep=(settings.checkpoint, settings.request, settings.original, settings.retrained, settings.trail,
                      settings.config_path, *settings.plugin_files))
+    _check_writable(settings.trail, flag="--trail")
     if settings.trail.exists():
         check = verify_trail(settings.trail, key=trail_key_from_env())
         if not check.ok:
