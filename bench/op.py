@@ -7,7 +7,8 @@ reported. The memory-bandwidth floor is the bytes that must move (read the logit
 write the logit gradients once) divided by the bandwidth of a plain copy of the same size measured in
 the same run.
 
-Usage: python bench/op.py [--device cpu|cuda|all] [--cells 4096x1000 ...] [--out bench/results/op.json]
+Usage: python bench/op.py [--device cpu|cuda|all] [--cells 4096x1000 ...] [--threads N]
+       [--out bench/results/op.json]
 """
 
 from __future__ import annotations
@@ -153,10 +154,14 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
     parser.add_argument("--cells", nargs="*", default=None, help="BxC cells, e.g. 4096x1000 (default: all 9)")
     parser.add_argument("--budget", type=float, default=1.5, help="seconds of timed runs per cell (approx.)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (default: torch's); 1 avoids OpenMP barrier stalls on a loaded machine")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "op.json")
     args = parser.parse_args()
     cells = ([tuple(int(v) for v in cell.split("x")) for cell in args.cells] if args.cells
              else [(b, c) for b in BATCHES for c in CLASSES])
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     if "cuda" in devices and not torch.cuda.is_available():
         if args.device == "cuda":
