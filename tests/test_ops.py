@@ -306,6 +306,23 @@ def test_torch_compile_traces_the_op():
     torch.testing.assert_close(grads, (f_logits.grad, r_logits.grad))
 
 
+def test_reused_gradient_buffers_are_fully_overwritten():
+    # 64 x 5000 float32 = 1.3 MB: large enough for the kernel's buffer cache (>= 1 MiB).
+    op = torch.ops.auditkit.nabla_tau_loss.default
+    first = op(*random_inputs(64, 64, 5000, device="cpu", dtype=torch.float32, seed=31), 9.0, 0.5, False)
+    second = op(*random_inputs(64, 64, 5000, device="cpu", dtype=torch.float32, seed=32), 9.0, 0.5, False)
+    live = {t.data_ptr() for t in first[5:] + second[5:]}
+    assert len(live) == 4  # live outputs never share memory
+    del first, second
+    inputs = random_inputs(64, 64, 5000, device="cpu", dtype=torch.float32, seed=33)
+    tau = tau_for("active", inputs[0], inputs[1])
+    third = op(*inputs, tau, 0.5, False)
+    assert {t.data_ptr() for t in third[5:]} <= live  # the released buffers were reused...
+    want = float64_reference(*inputs, tau=tau, alpha=0.5, per_sample=False)
+    torch.testing.assert_close(third[5].double(), want["forget_grad"], rtol=2e-5, atol=1e-9)  # ...and rewritten
+    torch.testing.assert_close(third[6].double(), want["retain_grad"], rtol=2e-5, atol=1e-9)
+
+
 def test_bad_inputs_name_the_argument():
     check_bad_inputs(torch.device("cpu"), "cpu")
 
