@@ -15,7 +15,9 @@ import copy
 import dataclasses
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -381,9 +383,26 @@ def _finish(settings: RunSettings, record: RunRecord, tmp: Path) -> tuple[RunRec
              "outputs": record.outputs, "finished_utc": record.provenance["finished_utc"], "auditkit": __version__}
     # The line goes in before the folder appears: a run folder whose record no line names is then
     # always a sign that lines were removed, which `auditkit verify` reports.
-    line = append_to_trail(settings.trail, entry, key=trail_key_from_env())
-    _publish(tmp, settings.out, force=settings.force)
+    with _interrupts_deferred():
+        line = append_to_trail(settings.trail, entry, key=trail_key_from_env())
+        _publish(tmp, settings.out, force=settings.force)
     return record, line
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Ignore Ctrl-C between the trail append and the rename, so a run is never logged but unpublished.
+
+    A Ctrl-C this late arrives after all the work: the run completes and reports its outputs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progress) -> RunOutcome:

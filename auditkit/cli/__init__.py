@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -30,7 +31,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, json_output: bool) -> Non
     \b
     Quick start:  auditkit train  &&  auditkit forget --ids examples/request.csv
     Exit codes: 0 audit passed, 1 audit failed the policy (or verify found tampering),
-    2 usage error or bad input, 3 runtime or plugin error, 130 interrupted.
+    2 usage error or bad input, 3 runtime or plugin error, 130 interrupted (Ctrl-C or SIGTERM).
     """
     ctx.obj = Application(verbosity=-1 if quiet else verbose, json_output=json_output)
 
@@ -39,6 +40,12 @@ for command in (train, forget, audit, report, plugins, doctor, verify):
     cli.add_command(command)
 
 
+def _terminate(_signum: int, _frame: object) -> None:
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so staging folders are removed on the way out.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _terminate)
     sys.exit(run_cli(cli))
