@@ -70,7 +70,7 @@ class Policy:
     over_forgetting_margin: float = 0.05
     max_loss_ratio: float = 2.0
     retain_sample_size: int = 1000
-    bootstrap_rounds: int = 1000
+    bootstrap_rounds: int = 500
     exposure_attack: str = "loss"
     exposure_fpr: float = 0.01
 

@@ -34,6 +34,7 @@ class LiraOfflineAttack(Attack):
         out = target.reference_out()
         mean = mean_over_out(values, out)
         residuals = np.where(out, values - mean, np.nan)
+        # With one reference model every residual is 0; any common σ then gives the same ranking.
         pooled = float(np.nanstd(residuals)) or 1.0
         if self.options["fixed_variance"] or values.shape[0] < 2:
             sigma = np.full(len(target), pooled)

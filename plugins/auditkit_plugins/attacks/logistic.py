@@ -6,6 +6,7 @@ from typing import ClassVar
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from auditkit.errors import InputError
 from auditkit.interfaces import Attack, AttackInput, AttackOutput, Statistic
@@ -38,7 +39,8 @@ class _LogisticAttack(Attack):
         accuracies = lr_mia_accuracies(values[members], values[~members], seed=data.seed, n_splits=n_splits)
         mean = float(accuracies.mean())
         low, high = cv_mean_interval(accuracies, test_fraction=_HELD_OUT_FRACTION)
-        model = LogisticRegression(class_weight="balanced").fit(values[:, None], members)
+        with threadpool_limits(limits=1):  # see lr_mia_accuracies
+            model = LogisticRegression(class_weight="balanced").fit(values[:, None], members)
         scores = model.decision_function(values[:, None]).astype(np.float64)
         return AttackOutput(scores=scores, statistic=Statistic("lr_accuracy", mean, low, high, 0.5))
 
