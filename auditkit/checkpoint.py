@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import pickle
 import platform
+import re
 from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -168,10 +169,10 @@ def _read_payload(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt file can make the unpickler raise anything (KeyError, EOFError, ...)
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        # torch's own first line advises weights_only=False; the unpickler's line says what it met.
-        detail = next((line for line in lines if line.startswith("WeightsUnpickler error:")),
-                      lines[0] if lines else type(exc).__name__)
+        text = str(exc).strip()
+        # torch's own first line advises weights_only=False; the unpickler's words say what it met.
+        found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        detail = found.group(1).strip() if found else text.splitlines()[0] if text else type(exc).__name__
         # Only a refused global is code or an object; any other refusal is a corrupt or foreign file.
         if isinstance(exc, pickle.UnpicklingError) and "unsupported global" in detail.lower():
             raise InputError(f"checkpoint {name!r} contains pickled code or objects, which auditkit refuses to load "
