@@ -1,0 +1,296 @@
+"""The bad-input matrix: every malformed request, checkpoint, dataset, output folder, name and option
+combination, through the real CLI (in-process ``run_cli``, the console script's exit-code mapping).
+
+Every failing case must give the documented exit code (2 bad input or usage, 3 runtime or plugin
+error), exactly one ``error:`` line naming the problem and one ``hint:`` line naming the fix, no
+traceback, and leave the workspace byte-identical: no input changed, no output folder, trail, lock or
+temporary file left. A few inputs look odd but are valid (a BOM, blank lines, duplicate IDs): those
+must succeed and do what ``auditkit.request`` documents.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from auditkit.fsutil import sha256_file
+from reliability_helpers import (
+    FORGET,
+    REQUEST_SIZE,
+    assert_clean_failure,
+    digits_ids,
+    fresh_workspace,
+    run_cli_here,
+    snapshot,
+)
+
+RUN = [*FORGET, "--out", "runs/new"]
+MARKER = "pwned.txt"
+
+
+@dataclass
+class Case:
+    """One row of the matrix: files to create, the command, and what must come out."""
+
+    name: str
+    args: list[str]
+    code: int = 2
+    problem: str = ""
+    hint: str = ""
+    setup: Callable[[Path], None] = lambda _: None
+    check: Callable[[Path, object], None] | None = None  # valid inputs: what the run must have done
+    marks: list = field(default_factory=list)
+
+
+def _write(name: str, data: str | bytes) -> Callable[[Path], None]:
+    def setup(ws: Path) -> None:
+        (ws / name).parent.mkdir(parents=True, exist_ok=True)
+        (ws / name).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return setup
+
+
+def _requested(ws: Path) -> list[str]:
+    return (ws / "request.csv").read_text(encoding="utf-8").split()[1:]
+
+
+def _request_variant(transform: Callable[[list[str]], str | bytes]) -> Callable[[Path], None]:
+    """Rewrite request.csv from its 20 IDs (kept in a side file so the setup sees the originals)."""
+    def setup(ws: Path) -> None:
+        data = transform(_requested(ws))
+        (ws / "request.csv").write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return setup
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _payload(ws: Path) -> dict:
+    return torch.load(ws / "model.pt", map_location="cpu", weights_only=True)
+
+
+def _truncated(ws: Path) -> None:
+    data = (ws / "model.pt").read_bytes()
+    (ws / "bad.pt").write_bytes(data[: len(data) // 2])
+
+
+def _bare_state_dict(ws: Path) -> None:
+    torch.save(_payload(ws)["state_dict"], ws / "bad.pt")
+
+
+class _CreatesMarker:
+    """Unpickling this calls open(MARKER, "w"): code execution, if the loader allowed it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _pickled_code(protocol: int) -> Callable[[Path], None]:
+    """A real checkpoint with one object whose unpickling would run code (torch.save's protocol is 2)."""
+    def setup(ws: Path) -> None:
+        payload = _payload(ws)
+        payload["manifest"]["note"] = _CreatesMarker(str(ws / MARKER))
+        torch.save(payload, ws / "bad.pt", pickle_protocol=protocol)
+        assert not (ws / MARKER).exists()
+    return setup
+
+
+def _other_architecture(ws: Path) -> None:
+    from auditkit_plugins.models.mlp import MlpModel
+
+    payload = _payload(ws)
+    narrow = MlpModel(widths=(32,)).build(input_shape=(64,), num_classes=10)
+    payload["state_dict"] = narrow.state_dict()  # the manifest still says widths=[256]
+    torch.save(payload, ws / "bad.pt")
+
+
+def _other_dataset(ws: Path) -> None:
+    result = run_cli_here(["-q", "train", "--dataset", "breast-cancer", "--epochs", "1", "--out", "bc.pt"], cwd=ws)
+    assert result.code == 0, result.err
+
+
+# ---------------------------------------------------------------- csv datasets
+
+CSV_TRAIN = ["train", "--dataset", "csv", "--dataset-option", "path=data.csv", "--epochs", "1", "--out", "csv.pt"]
+
+
+def _table(cell: Callable[[int], str] = lambda i: f"{i % 7 * 0.5}", label: Callable[[int], int] = lambda i: i % 2
+           ) -> str:
+    rows = [f"row-{i},{label(i)},{cell(i)},{i * 0.1:.1f}" for i in range(60)]
+    return "id,label,f1,f2\n" + "\n".join(rows) + "\n"
+
+
+# ---------------------------------------------------------------- valid but unusual requests
+
+
+def _succeeded_with(count: int, duplicates: int = 0) -> Callable[[Path, object], None]:
+    def check(ws: Path, result) -> None:
+        record = json.loads((ws / "runs" / "new" / "record.json").read_text(encoding="utf-8"))
+        request = record["request"]
+        assert request["count"] == count and request["duplicates_dropped"] == duplicates
+        assert request["sha256"] == sha256_file(ws / "request.csv")  # the file as given, BOM and all
+        warnings = result.lines("warning: ")
+        if duplicates:  # request.py: duplicates are dropped and reported as a warning
+            assert len(warnings) == 1 and f"{duplicates} duplicate row(s)" in warnings[0], result.err
+        else:
+            assert not warnings, result.err
+    return check
+
+
+def _fifty_megabytes(ws: Path) -> None:
+    line_count = 50 * 2**20 // 16
+    ids = np.char.add("unknown-", np.char.zfill(np.arange(line_count).astype(str), 7))
+    (ws / "request.csv").write_text("id\n" + "\n".join(ids.tolist()) + "\n", encoding="utf-8")
+    assert (ws / "request.csv").stat().st_size >= 50 * 2**20
+
+
+def _broken_plugin(ws: Path) -> None:
+    (ws / "broken.py").write_text("import numpy\nraise RuntimeError('half-finished plugin')\n", encoding="utf-8")
+
+
+def _previous_run_holding_the_checkpoint(ws: Path) -> None:
+    (ws / "runs" / "old").mkdir(parents=True)
+    (ws / "runs" / "old" / "model.pt").write_bytes((ws / "model.pt").read_bytes())
+
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="on a CUDA machine --backend cuda is valid")
+
+CASES = [
+    # the deletion request
+    Case("request-missing", [*RUN[:2], "nope.csv", *RUN[3:]], problem=r"request file 'nope.csv' does not exist",
+         hint="--ids"),
+    Case("request-empty", RUN, problem=r"request\.csv' is empty", hint="one sample ID per line",
+         setup=_write("request.csv", b"")),
+    Case("request-header-only", RUN, problem="has a header but no IDs", hint="one sample ID per line",
+         setup=_write("request.csv", "id\n")),
+    Case("request-wrong-column", RUN, problem=r"no 'id' column; columns found: 'sample', 'reason'",
+         hint="--id-column", setup=_write("request.csv", "sample,reason\ndigits-0001,gdpr\n")),
+    Case("request-id-column-absent", [*RUN, "--id-column", "sample"],
+         problem=r"has no column 'sample'; columns found: 'id'", hint="--id-column"),
+    Case("request-not-utf8", RUN, problem=r"is not UTF-8 text \(line 3\)", hint="UTF-8",
+         setup=_request_variant(lambda ids: ("id\n" + ids[0] + "\n").encode() + b"caf\xe9\n")),
+    Case("request-bom-crlf", RUN + ["--no-audit"], code=0, check=_succeeded_with(REQUEST_SIZE),
+         setup=_request_variant(lambda ids: "\ufeffid\r\n" + "\r\n".join(ids) + "\r\n")),
+    Case("request-blank-lines-and-spaces", RUN + ["--no-audit"], code=0, check=_succeeded_with(REQUEST_SIZE),
+         setup=_request_variant(lambda ids: "\n\nid\n\n" + "\n\n".join(f"  {i}\t" for i in ids) + "\n\n\n")),
+    Case("request-duplicate-ids", RUN + ["--no-audit"], code=0,
+         check=_succeeded_with(REQUEST_SIZE, duplicates=REQUEST_SIZE),
+         setup=_request_variant(lambda ids: "id\n" + "\n".join(ids + ids[::-1]) + "\n")),
+    Case("request-unknown-ids", RUN, problem=r"3 of the 23 IDs in 'request\.csv' are not in dataset 'digits'",
+         hint="IDs are case-sensitive",
+         setup=_request_variant(lambda ids: "id\n" + "\n".join(ids + ["digits-9999", "DIGITS-0001", "x"]) + "\n")),
+    Case("request-test-split-ids", RUN, problem=r"3 ID.{0,3} in 'request\.csv' are in the test split and were never learned",
+         hint="only training samples can be forgotten",
+         setup=_request_variant(lambda ids: "id\n" + "\n".join(ids + digits_ids("test")[:3].tolist()) + "\n")),
+    Case("request-whole-training-set", RUN, problem=r"asks to forget all 179 training samples",
+         hint="retrain from scratch", setup=lambda ws: _write("request.csv", "id\n" + "\n".join(digits_ids("train")))(ws)),
+    Case("request-50-mb-unknown", RUN, problem=r"3276800 of the 3276800 IDs in 'request\.csv' are not in dataset "
+         r"'digits': unknown-0000000, .*, unknown-0000009, … \(3276790 more\)$", hint="IDs are case-sensitive",
+         setup=_fifty_megabytes),
+    # the checkpoint
+    Case("checkpoint-missing", [*RUN, "--checkpoint", "nope.pt"], problem="checkpoint file 'nope.pt' does not exist",
+         hint="auditkit train"),
+    Case("checkpoint-truncated", [*RUN, "--checkpoint", "bad.pt"], problem=r"'bad\.pt' is not a readable torch file",
+         hint="truncated or not a checkpoint", setup=_truncated),
+    Case("checkpoint-is-a-csv", [*RUN, "--checkpoint", "bad.pt"],
+         problem=r"'bad\.pt' is not a readable torch file \(Unsupported operand 105\)",
+         hint="truncated or not a checkpoint", setup=_write("bad.pt", "id,label\n1,2\n")),
+    Case("checkpoint-bare-state-dict", [*RUN, "--checkpoint", "bad.pt"], problem=r"is a bare state dict \(no manifest\)",
+         hint="save_checkpoint", setup=_bare_state_dict),
+    Case("checkpoint-pickled-code", [*RUN, "--checkpoint", "bad.pt"], problem="contains pickled code or objects",
+         hint="save only tensors", setup=_pickled_code(2)),
+    # torch's safe unpickler stops at protocol 4's first FRAME opcode, before it sees the code: still refused
+    Case("checkpoint-pickled-code-protocol-4", [*RUN, "--checkpoint", "bad.pt"],
+         problem=r"'bad\.pt' is not a readable torch file \(Unsupported operand 149\)",
+         hint="truncated or not a checkpoint", setup=_pickled_code(4),
+         marks=[pytest.mark.filterwarnings("ignore:Detected pickle protocol 4")]),
+    Case("checkpoint-other-architecture", [*RUN, "--checkpoint", "bad.pt"],
+         problem=r"does not fit the architecture its manifest names, mlp \(widths=\[256\]\).*differ in shape",
+         hint="different model", setup=_other_architecture),
+    Case("checkpoint-other-dataset", [*RUN, "--checkpoint", "bc.pt"],
+         problem=r"20 of the 20 IDs in 'request\.csv' are not in dataset 'breast-cancer'",
+         hint="request is for this dataset", setup=_other_dataset),
+    Case("audit-original-other-dataset", ["audit", "--ids", "request.csv", "--checkpoint", "model.pt", "--original",
+                                          "bc.pt", "--config", "fast.toml", "--out", "runs/new"],
+         problem="the original checkpoint is for dataset 'breast-cancer', the audited one for 'digits'",
+         hint="same dataset", setup=_other_dataset),
+    # a user's CSV dataset
+    Case("csv-missing-values", CSV_TRAIN, problem=r"line 5: column 'f1' has a missing value", hint="fill or drop",
+         setup=_write("data.csv", _table(cell=lambda i: "NA" if i == 3 else "1.5"))),
+    Case("csv-text-in-numeric-column", CSV_TRAIN, problem=r"line 9: column 'f1' holds 'seven', not a number",
+         hint="features must be numeric", setup=_write("data.csv", _table(cell=lambda i: "seven" if i == 7 else "2"))),
+    Case("csv-single-class", CSV_TRAIN, problem=r"has a single class \(0\)", hint="at least two classes",
+         setup=_write("data.csv", _table(label=lambda i: 0))),
+    # the output folder and the trail
+    Case("out-exists", RUN, problem=r"output 'runs/new' already exists", hint="--force",
+         setup=_write("runs/new/keep.txt", "a previous run\n")),
+    Case("out-is-a-file", [*FORGET, "--out", "notes.txt", "--force"], problem=r"--out 'notes\.txt' is a file, not a run folder",
+         hint="choose another --out", setup=_write("notes.txt", "not a run folder\n")),
+    Case("out-is-the-request", [*FORGET, "--out", "request.csv"], problem=r"--out 'request\.csv' is a file",
+         hint="choose another --out"),
+    Case("out-under-a-file", [*FORGET, "--out", "notes.txt/run"], problem=r"--out 'notes\.txt/run' lies under 'notes\.txt', which is a file",
+         hint="choose another --out", setup=_write("notes.txt", "not a folder\n")),
+    Case("out-not-writable", [*FORGET, "--out", "/proc/auditkit-run", "--trail", "trail.jsonl"],
+         problem=r"cannot write into '/proc'", hint="choose a writable --out"),
+    Case("trail-not-writable", [*RUN, "--trail", "/proc/audit-trail.jsonl"], problem=r"cannot write into '/proc'",
+         hint="choose a writable --trail"),
+    Case("trail-tampered", [*RUN, "--trail", "trail.jsonl"], code=3, problem=r"audit trail 'trail\.jsonl' is broken",
+         hint="auditkit verify trail.jsonl", setup=_write("trail.jsonl", '{"index": 0}\n')),
+    # names: the closest one is suggested
+    Case("unknown-method", [*RUN, "--method", "nabla_tau"], problem="unknown method 'nabla_tau'",
+         hint="did you mean 'nabla-tau'"),
+    Case("unknown-attack", [*RUN, "--attacks", "lr-los"], problem="unknown attack 'lr-los'", hint="did you mean 'lr-loss'"),
+    Case("unknown-dataset", ["train", "--dataset", "digit", "--out", "x.pt"], problem="unknown dataset 'digit'",
+         hint="did you mean 'digits'"),
+    Case("unknown-model", ["train", "--model", "mpl", "--out", "x.pt"], problem="unknown model 'mpl'",
+         hint="did you mean 'mlp'"),
+    Case("unknown-method-option", [*RUN, "--option", "alpah=0.1"], problem="nabla-tau has no option 'alpah'",
+         hint="did you mean 'alpha'"),
+    Case("plugin-file-missing", [*RUN, "--plugins", "nope.py"], problem="plugin file 'nope.py' does not exist",
+         hint="--plugins"),
+    Case("plugin-file-broken", [*RUN, "--plugins", "broken.py"], code=3,
+         problem=r"plugin file 'broken\.py' failed to import: RuntimeError: half-finished plugin",
+         hint="fix the error in the plugin file", setup=_broken_plugin),
+    # conflicting or malformed options
+    Case("no-audit-with-attacks", [*RUN, "--no-audit", "--attacks", "loss"],
+         problem="--attacks cannot be combined with --no-audit", hint="drop --no-audit to audit, or drop --attacks"),
+    Case("out-would-replace-the-checkpoint", [*FORGET, "--checkpoint", "runs/old/model.pt", "--out", "runs/old",
+                                              "--force"],
+         problem=r"--out 'runs/old' would replace 'runs/old/model\.pt', which this run reads",
+         hint="choose an --out folder of its own",
+         setup=_previous_run_holding_the_checkpoint),
+    Case("backend-cuda-without-gpu", [*RUN, "--backend", "cuda"], problem="backend 'cuda' cannot run",
+         hint="--backend auto", marks=[NO_CUDA]),
+    Case("seed-not-a-number", [*RUN, "--seed", "abc"], problem=r"Invalid value for '--seed'", hint="--help"),
+    Case("audit-without-checkpoint", ["audit", "--ids", "request.csv", "--out", "runs/new"],
+         problem="needs --checkpoint", hint="--help"),
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=c.marks) for c in CASES])
+def test_bad_input(case: Case, tmp_path_factory, tmp_path):
+    ws = fresh_workspace(tmp_path_factory, tmp_path / "ws")
+    case.setup(ws)
+    before = snapshot(ws)
+    result = run_cli_here(case.args, cwd=ws)
+    assert not (ws / MARKER).exists(), "unpickling ran code"
+    if case.check is not None:
+        assert result.code == case.code, result.err
+        assert "Traceback" not in result.err and not result.lines("error: ")
+        case.check(ws, result)
+        assert {p: h for p, h in snapshot(ws).items() if p in before} == before  # inputs untouched
+        return
+    assert_clean_failure(result, code=case.code, problem=case.problem, hint=case.hint)
+    assert snapshot(ws) == before  # no input changed; no output, trail, lock or temp file left
+
+
+def test_the_matrix_has_at_least_25_cases():
+    assert len(CASES) >= 25 and len({c.name for c in CASES}) == len(CASES)
