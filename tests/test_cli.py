@@ -294,6 +294,11 @@ def test_progress_renders_bars_on_a_terminal_and_stays_silent_otherwise():
     with app.progress() as report:
         report(Progress("unlearn", 3, 3))
     assert piped.getvalue() == ""
+    with app.progress() as report:
+        report(Progress("reference-models", 0, 8, message="8 to train"))
+    assert piped.getvalue() == "reference-models: 8 to train\n"  # costs are announced even in CI
+    piped.truncate(0)
+    piped.seek(0)
     app.verbosity = 1
     with app.progress() as report:
         report(Progress("unlearn", 1, 3))

@@ -71,11 +71,14 @@ class Application:
     def progress(self) -> Iterator[ProgressCallback]:
         """A progress callback for the core: rich bars on a terminal, silence otherwise (CI, pipes, -q).
 
-        Without a terminal, -v still logs each stage once it completes.
+        A report with nothing completed yet and a message announces a stage's cost and is always shown
+        (unless -q); without a terminal, -v also logs each stage once it completes.
         """
         if self.verbosity < 0 or not self.console.is_terminal:
             def log(report: Progress) -> None:
-                if report.completed >= report.total:
+                if report.completed == 0 and report.message:
+                    self.info(f"{report.stage}: {report.message}")
+                elif report.completed >= report.total:
                     self.detail(f"{report.stage}: done ({report.total}) {report.message}".rstrip())
 
             yield log
@@ -86,6 +89,9 @@ class Application:
             tasks: dict[str, Any] = {}
 
             def render(report: Progress) -> None:
+                if report.completed == 0 and report.message:
+                    # A stage announcing its cost before it starts (e.g. reference models to train).
+                    self.info(f"{report.stage}: {report.message}")
                 if report.stage not in tasks:
                     tasks[report.stage] = bars.add_task(report.stage, total=report.total)
                 label = f"{report.stage} {report.message}".rstrip()
