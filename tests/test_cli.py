@@ -304,3 +304,9 @@ def test_progress_renders_bars_on_a_terminal_and_stays_silent_otherwise():
         report(Progress("unlearn", 1, 3))
         report(Progress("unlearn", 3, 3))
     assert piped.getvalue().strip() == "unlearn: done (3)"
+
+
+def test_a_trail_key_in_the_environment_demands_hmacs(workspace, first_run, capsys, monkeypatch):
+    monkeypatch.setenv("AUDITKIT_TRAIL_KEY", "s3cret")
+    code, _, err = invoke(capsys, "verify", str(workspace / "runs" / "audit-trail.jsonl"))
+    assert code == 1 and "line 1 has no HMAC although AUDITKIT_TRAIL_KEY is set" in err
