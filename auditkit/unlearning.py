@@ -17,14 +17,13 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from auditkit import ops
 from auditkit.errors import InputError, RunError
 from auditkit.interfaces import UnlearningOutcome, UnlearningTask
 from auditkit.metrics import lr_mia_accuracies
 from auditkit.progress import Progress, ProgressCallback, no_progress
-from auditkit.training import predict_logits
+from auditkit.signals import SignalTable, compute_signals
 
 #: The official code's batch size, kept whenever the data is large enough for it.
 DEFAULT_MAX_BATCH_SIZE = 256
@@ -82,16 +81,17 @@ def linear_alphas(alpha0: float, epochs: int) -> list[float]:
     return [alpha0 * (1.0 - epoch / epochs) for epoch in range(epochs)]
 
 
-def per_sample_losses(model: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    """``[N]`` float64 cross-entropy of ``model`` (eval mode) on ``features [N, ...]`` / ``labels [N]``.
+def split_signals(model: nn.Module, task: UnlearningTask, *, splits: Sequence[str]) -> SignalTable:
+    """Signals of ``model`` (eval mode) on the task's ``splits``, grouped by split name.
 
-    Computed from float64 logits so that near-zero losses of memorised samples keep their resolution
-    (the membership attacks live in exactly that tail).
+    ``splits`` name the task's position arrays (``"forget"``, ``"retain"``, ``"validation"``,
+    ``"test"``). One :func:`auditkit.signals.compute_signals` pass, so the losses (and the history's
+    MIA) are exactly the float64 values the audit's attacks see, exact even for memorised samples.
     """
-    if len(labels) == 0:
-        return np.zeros(0)
-    logits = predict_logits(model, features).double()
-    return F.cross_entropy(logits, labels.to(logits.device), reduction="none").cpu().numpy()
+    positions = [getattr(task, split) for split in splits]
+    groups = np.concatenate([np.full(len(p), split) for split, p in zip(splits, positions)])
+    return compute_signals(model, task.data, np.concatenate(positions), groups, model_name="unlearning",
+                           backend=task.backend)
 
 
 class StepLoss(Protocol):
@@ -265,9 +265,7 @@ def run_forget_loop(
     model = task.model.to(device)
     forget_x, forget_y = (t.to(device) for t in task.data.subset(task.forget))
     retain_x, retain_y = (t.to(device) for t in task.data.subset(task.retain))
-    val_x, val_y = (t.to(device) for t in task.data.subset(task.validation))
-    test_x, test_y = (t.to(device) for t in task.data.subset(task.test))
-    if len(val_y) == 0:
+    if len(task.validation) == 0:
         raise InputError("τ needs a validation split, and this dataset has none",
                          hint="give the dataset a validation fraction (e.g. validation_fraction=0.15)")
 
@@ -283,7 +281,7 @@ def run_forget_loop(
     for epoch, alpha in enumerate(config.alphas):
         lr = optimizer.param_groups[0]["lr"]
         if epoch % config.tau_every == 0:
-            tau = float(per_sample_losses(model, val_x, val_y).mean())
+            tau = float(split_signals(model, task, splits=["validation"]).loss.mean())
             _check_finite(tau, "τ (the mean validation loss)", epoch, lr)
         model.train(config.train_mode)
         retain_sum, retain_count = 0.0, 0
@@ -306,9 +304,8 @@ def run_forget_loop(
             retain_sum += step.retain_losses.double().sum().item()
             retain_count += len(retain_batch)
         scheduler.step()
-        history.append(_history_entry(model, epoch=epoch, tau=tau, alpha=alpha, lr=lr,
-                                      retain_loss=retain_sum / retain_count,
-                                      forget=(forget_x, forget_y), test=(test_x, test_y), seed=task.seed))
+        history.append(_history_entry(model, task, epoch=epoch, tau=tau, alpha=alpha, lr=lr,
+                                      retain_loss=retain_sum / retain_count))
         entry = history[-1]
         progress(Progress(config.method, epoch + 1, config.epochs,
                           f"τ {tau:.3f} · forget loss {entry['forget_loss']:.3f} · MIA {entry['mia']:.3f}"))
@@ -331,7 +328,7 @@ def run_forget_loop(
         "backend_requested": task.backend,
         "n_forget": len(forget_y),
         "n_retain": len(retain_y),
-        "n_validation": len(val_y),
+        "n_validation": len(task.validation),
         **config.extra_settings,
     }
     return UnlearningOutcome(state_dict=state_dict, history=history, settings=settings, backend=backend)
@@ -343,35 +340,21 @@ def evaluation_entry(model: nn.Module, task: UnlearningTask, *, epoch: int, alph
     ``tau`` is the model's own mean validation loss and ``retain_loss`` its mean eval loss on the
     whole retain set; ``epoch`` is recorded as given.
     """
-    device = torch.device(task.device)
-    val_x, val_y = (t.to(device) for t in task.data.subset(task.validation))
-    retain_x, retain_y = (t.to(device) for t in task.data.subset(task.retain))
-    tau = float(per_sample_losses(model, val_x, val_y).mean()) if len(val_y) else float("nan")
-    forget = tuple(t.to(device) for t in task.data.subset(task.forget))
-    test = tuple(t.to(device) for t in task.data.subset(task.test))
-    return _history_entry(model, epoch=epoch - 1, tau=tau, alpha=alpha, lr=lr,
-                          retain_loss=float(per_sample_losses(model, retain_x, retain_y).mean()),
-                          forget=forget, test=test, seed=task.seed)
+    signals = split_signals(model, task, splits=["validation", "retain"])
+    return _history_entry(model, task, epoch=epoch - 1, tau=float(signals.group("validation").loss.mean()),
+                          alpha=alpha, lr=lr, retain_loss=float(signals.group("retain").loss.mean()))
 
 
 def _history_entry(
-    model: nn.Module,
-    *,
-    epoch: int,
-    tau: float,
-    alpha: float,
-    lr: float,
-    retain_loss: float,
-    forget: tuple[torch.Tensor, torch.Tensor],
-    test: tuple[torch.Tensor, torch.Tensor],
-    seed: int,
+    model: nn.Module, task: UnlearningTask, *, epoch: int, tau: float, alpha: float, lr: float, retain_loss: float
 ) -> dict[str, Any]:
-    forget_losses = per_sample_losses(model, *forget)
-    test_logits = predict_logits(model, test[0]).double()
-    test_losses = F.cross_entropy(test_logits, test[1], reduction="none").cpu().numpy()
-    test_accuracy = (test_logits.argmax(1) == test[1]).double().mean().item() if len(test[1]) else float("nan")
+    signals = split_signals(model, task, splits=["forget", "test"])
+    forget_losses = signals.group("forget").loss
+    test_rows = signals.group("test")
+    test_losses = test_rows.loss
+    test_accuracy = float((test_rows.logits.argmax(1) == test_rows.labels).mean()) if len(test_rows) else float("nan")
     enough = min(len(forget_losses), len(test_losses)) >= _MIN_MIA_SAMPLES
-    mia = float(lr_mia_accuracies(forget_losses, test_losses, seed=seed).mean()) if enough else float("nan")
+    mia = float(lr_mia_accuracies(forget_losses, test_losses, seed=task.seed).mean()) if enough else float("nan")
     return {
         "epoch": epoch + 1,
         "tau": tau,
