@@ -99,7 +99,7 @@ class Policy:
         for name, value in values.items():
             kind = type(_DEFAULTS[name])
             if isinstance(value, bool) or not isinstance(value, (kind, int) if kind is float else kind):
-                raise InputError(f"policy {name} must be a {kind.__name__}, got {value!r}",
+                raise InputError(f"policy {name} must be a {_TYPE_NAMES[kind]}, got {value!r}",
                                  hint=f"for example {name} = {_DEFAULTS[name]!r}")
             converted[name] = kind(value)
         return cls(**converted)
@@ -164,6 +164,7 @@ class Policy:
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Policy)}
+_TYPE_NAMES = {float: "number", int: "whole number", str: "string"}
 
 
 def _interval(low: float, high: float) -> str:
