@@ -120,7 +120,7 @@ def bench_cell(batch: int, classes: int, device: torch.device, *, budget_s: floa
             times[name].append(time.perf_counter() - t0)
     medians = {name: statistics.median(values) for name, values in times.items()}
     best = {name: min(values) for name, values in times.items()}
-    bandwidth = copy_bandwidth(batch * classes, device, repeats=max(7, repeats))
+    bandwidth = copy_bandwidth(batch * classes, device, repeats=max(30, repeats))
     must_move = 2 * batch * classes * 4 + batch * 8  # logits read once, gradients written once, labels
     floor_s = must_move / bandwidth
     return {
