@@ -106,3 +106,15 @@ def test_mismatched_groups_are_an_input_error(moderate):
     with pytest.raises(InputError, match="differ in length"):
         compute_signals(CountingIdentity(), moderate, np.arange(4), np.asarray(["forget"] * 3), model_name="m",
                         backend="reference")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_model_on_the_gpu_gives_the_same_signals_as_on_the_cpu(moderate):
+    positions, groups = np.arange(64), np.asarray(["test"] * 64)
+    on_cpu = compute_signals(CountingIdentity(), moderate, positions, groups, model_name="m", backend="reference")
+    on_gpu = compute_signals(CountingIdentity().cuda(), moderate, positions, groups, model_name="m", backend="auto",
+                             reference_models=[CountingIdentity().cuda()])
+    for column in ("loss", "entropy", "modified_entropy", "confidence", "scaled_confidence", "grad_norm"):
+        np.testing.assert_allclose(getattr(on_gpu, column), getattr(on_cpu, column), rtol=1e-9, atol=1e-12)
+    assert on_gpu.reference_logits.shape == (1, 64, 5)
