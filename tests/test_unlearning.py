@@ -22,7 +22,7 @@ from auditkit.unlearning import (
     default_alpha,
     forget_epoch_count,
     linear_alphas,
-    per_sample_losses,
+    split_signals,
 )
 from auditkit_plugins.datasets.mnist1d_data import Mnist1dDataset
 from auditkit_plugins.datasets.sklearn_data import DigitsDataset
@@ -156,7 +156,8 @@ def test_tau_is_the_validation_loss_refreshed_every_tau_every_epochs(digits_setu
     method = NablaTau(epochs=3, tau_every=2)
     history = method.unlearn(_task(model, build, recipe, data, forget, retain)).history
     taus = [entry["tau"] for entry in history]
-    validation_loss = per_sample_losses(model, *data.subset(data.indices("validation"))).mean()
+    validation_loss = split_signals(model, _task(model, build, recipe, data, forget, retain),
+                                    splits=["validation"]).loss.mean()
     assert taus[0] == pytest.approx(validation_loss, rel=1e-12)
     assert taus[0] == taus[1] and taus[2] != taus[1]
 
@@ -181,6 +182,7 @@ def test_non_finite_loss_aborts_with_a_hint(digits_setup):
     assert "learning rate" in raised.value.hint
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the NaN model's signals, on purpose
 def test_non_finite_tau_aborts(digits_setup):
     model, build, recipe, data, forget, retain = digits_setup
     broken = copy.deepcopy(model)
@@ -258,7 +260,7 @@ def test_neggrad_with_zero_weight_is_finetuning_on_the_same_loop(digits_setup):
 
 def test_neggrad_raises_the_forget_loss_and_finetune_does_not_touch_forget_rows(digits_setup):
     model, build, recipe, data, forget, retain = digits_setup
-    original = per_sample_losses(model, *data.subset(forget)).mean()
+    original = split_signals(model, _task(model, build, recipe, data, forget, retain), splits=["forget"]).loss.mean()
     neggrad = NegGradPlus(epochs=3, weight=0.5).unlearn(_task(model, build, recipe, data, forget, retain))
     clean = Finetune(epochs=3).unlearn(_task(model, build, recipe, data, forget, retain))
     forget_losses = [entry["forget_loss"] for entry in neggrad.history]
@@ -306,8 +308,8 @@ def test_nabla_tau_forgets_like_retraining_on_mnist1d():
     def mia_and_accuracy(state_dict):
         audited = build()
         audited.load_state_dict(state_dict)
-        forget_losses = per_sample_losses(audited, *data.subset(forget))
-        test_losses = per_sample_losses(audited, *data.subset(test))
+        signals = split_signals(audited, _task(audited, build, recipe, data, forget, retain), splits=["forget", "test"])
+        forget_losses, test_losses = signals.group("forget").loss, signals.group("test").loss
         return lr_mia_accuracies(forget_losses, test_losses, seed=seed).mean(), accuracy(audited, *data.subset(test))
 
     original_mia, original_accuracy = mia_and_accuracy(model.state_dict())
