@@ -92,7 +92,7 @@ def settings_from_options(flags: dict[str, Any], *, kind: str) -> Any:
         checkpoint=flags["checkpoint"] if kind == "forget" else None, dataset=flags["dataset"], method=flags.get("method"),
         method_options=method_options or None, attacks=split_names(flags["attacks"]),
         plugins=flags["plugin_files"] or None, output_dir=flags["out"], audit_trail=flags["trail"],
-        seed=flags["seed"], backend=flags["backend"],
+        seed=flags["seed"], backend=flags["backend"], id_column=flags["id_column"],
     )
     # auditkit.toml's checkpoint is the trained (original) model: what forget unlearns, what audit compares with.
     original = config.checkpoint or DEFAULT_CHECKPOINT
@@ -108,7 +108,7 @@ def settings_from_options(flags: dict[str, Any], *, kind: str) -> Any:
         attacks=list(config.attacks) if config.attacks else None, policy=dict(config.policy),
         backend=config.backend or "auto", seed=0 if config.seed is None else config.seed,
         audit=not flags.get("no_audit", False), include_ids=flags["include_ids"], force=flags["force"],
-        id_column=flags["id_column"], plugin_files=list(config.plugins), config_path=config.source,
+        id_column=config.id_column, plugin_files=list(config.plugins), config_path=config.source,
         retrained=flags["retrained"], dataset=config.dataset, original=original,
     )
 
