@@ -268,10 +268,18 @@ def test_doctor_reports_torch_and_the_op(capsys):
     assert report["torch"] and "reference" in report["op"]["available_backends"] and "fused op:" in err
 
 
-def test_usage_errors_exit_2_without_traceback(capsys):
+def test_usage_errors_exit_2_without_traceback(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no stray auditkit.toml or runs/ from the working directory
     for args in (["forget"], ["nonsense"], ["train", "--epochs", "many"], ["forget", "--ids", "x.csv", "--backend", "gpu"]):
-        code, _, err = invoke(capsys, *args)
-        assert code == 2 and err.startswith("error: ") and "Traceback" not in err
+        code, out, err = invoke(capsys, *args)
+        assert code == 2 and err.startswith("error: ") and "Traceback" not in err and out == ""
+
+
+def test_json_mode_reports_failures_on_stdout_too(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = invoke(capsys, "--json", "forget", "--ids", "missing.csv")
+    failure = json.loads(out)
+    assert code == failure["exit_code"] == 2 and failure["error"] in err and failure["hint"]
 
 
 def test_progress_renders_bars_on_a_terminal_and_stays_silent_otherwise():

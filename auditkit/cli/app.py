@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,33 +104,33 @@ class Application:
 def run_cli(group: click.Group, args: list[str] | None = None) -> int:
     """Invoke ``group`` and turn every outcome into a documented exit code.
 
-    Expected failures (:class:`AuditkitError`, click usage errors) print one ``error:`` line and a
-    ``hint:`` line, never a traceback; anything else is a bug and gets a rich traceback.
+    Expected failures (:class:`AuditkitError`, click usage errors, interruption) print one ``error:``
+    line and a ``hint:`` line, never a traceback, and with ``--json`` also an ``{"error", "hint",
+    "exit_code"}`` object on stdout; anything else is a bug and gets a rich traceback (exit code 3).
     """
-    err = Console(stderr=True, highlight=False)
+    argv = list(sys.argv[1:] if args is None else args)
     try:
-        result = group.main(args=args, standalone_mode=False)
+        result = group.main(args=argv, standalone_mode=False)
     except AuditkitError as exc:
-        err.print(f"error: {exc.message}", markup=False, soft_wrap=True)
-        if exc.hint:
-            err.print(f"hint: {exc.hint}", markup=False, soft_wrap=True)
-        return exc.exit_code
-    except click.exceptions.Abort:
-        err.print("error: interrupted; nothing was written", markup=False)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        err.print("error: interrupted; nothing was written", markup=False)
-        return EXIT_INTERRUPTED
+        return _fail(exc.message, exc.hint, exc.exit_code, json_output="--json" in argv)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        return _fail("interrupted; nothing was written", None, EXIT_INTERRUPTED, json_output="--json" in argv)
     except click.ClickException as exc:
-        err.print(f"error: {exc.format_message()}", markup=False, soft_wrap=True)
-        err.print("hint: run the command with --help for its usage", markup=False)
-        return EXIT_BAD_INPUT
+        return _fail(exc.format_message(), "run the command with --help for its usage", EXIT_BAD_INPUT,
+                     json_output="--json" in argv)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except Exception:
-        err.print_exception(show_locals=False)
+        Console(stderr=True, highlight=False).print_exception(show_locals=False)
         return EXIT_RUNTIME
     return result if isinstance(result, int) else 0
 
 
-
+def _fail(message: str, hint: str | None, code: int, *, json_output: bool) -> int:
+    err = Console(stderr=True, highlight=False)
+    err.print(f"error: {message}", markup=False, soft_wrap=True)
+    if hint:
+        err.print(f"hint: {hint}", markup=False, soft_wrap=True)
+    if json_output:
+        click.echo(json.dumps({"error": message, "hint": hint, "exit_code": code}, ensure_ascii=False))
+    return code
