@@ -149,6 +149,7 @@ LOOP_OPTIONS: dict[str, Any] = {
     "max_epochs": 100,
     "tau_every": 5,
     "train_mode": False,
+    "history_mia": True,
 }
 
 
@@ -176,6 +177,7 @@ class LoopConfig:
     lr_end_factor: float = 0.1
     tau_every: int = 5
     train_mode: bool = False
+    history_mia: bool = True
     extra_settings: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -216,7 +218,7 @@ def resolve_loop(
     return LoopConfig(
         method=method, alphas=alphas(epochs), batch_size=batch_size, lr=float(options["lr"]),
         weight_decay=float(options["weight_decay"]), lr_end_factor=float(options["lr_end_factor"]),
-        tau_every=tau_every, train_mode=bool(options["train_mode"]),
+        tau_every=tau_every, train_mode=bool(options["train_mode"]), history_mia=bool(options["history_mia"]),
         extra_settings={"retain_passes": retain_passes, "max_epochs": max_epochs,
                         "max_batch_size": int(options["max_batch_size"]),
                         "min_retain_batches": min_retain_batches, **(extra_settings or {})},
@@ -257,7 +259,9 @@ def run_forget_loop(
     epoch; ``retain_loss`` (mean over that epoch's retain batches); and, measured in eval mode at
     the epoch's end, ``forget_loss`` (mean over the whole forget set), ``forget_below_tau`` (fraction
     of forget samples with loss < τ), ``test_accuracy`` and ``mia`` (mean of the paper's LR-on-loss
-    attack, forget vs test, float64 losses; NaN when either side has fewer than 10 samples).
+    attack, forget vs test, float64 losses; NaN when either side has fewer than 10 samples or
+    ``history_mia`` is off: its 10 logistic-regression fits can cost more than the epoch's training
+    on small models).
 
     Raises :class:`RunError` (and returns nothing) when a loss or τ stops being finite.
     """
@@ -305,7 +309,7 @@ def run_forget_loop(
             retain_count += len(retain_batch)
         scheduler.step()
         history.append(_history_entry(model, task, epoch=epoch, tau=tau, alpha=alpha, lr=lr,
-                                      retain_loss=retain_sum / retain_count))
+                                      retain_loss=retain_sum / retain_count, with_mia=config.history_mia))
         entry = history[-1]
         progress(Progress(config.method, epoch + 1, config.epochs,
                           f"τ {tau:.3f} · forget loss {entry['forget_loss']:.3f} · MIA {entry['mia']:.3f}"))
@@ -324,6 +328,7 @@ def run_forget_loop(
         "retain_batches": math.ceil(len(retain_y) / config.batch_size),
         "tau_every": config.tau_every,
         "train_mode": config.train_mode,
+        "history_mia": config.history_mia,
         "seed": task.seed,
         "backend_requested": task.backend,
         "n_forget": len(forget_y),
@@ -346,14 +351,22 @@ def evaluation_entry(model: nn.Module, task: UnlearningTask, *, epoch: int, alph
 
 
 def _history_entry(
-    model: nn.Module, task: UnlearningTask, *, epoch: int, tau: float, alpha: float, lr: float, retain_loss: float
+    model: nn.Module,
+    task: UnlearningTask,
+    *,
+    epoch: int,
+    tau: float,
+    alpha: float,
+    lr: float,
+    retain_loss: float,
+    with_mia: bool = True,
 ) -> dict[str, Any]:
     signals = split_signals(model, task, splits=["forget", "test"])
     forget_losses = signals.group("forget").loss
     test_rows = signals.group("test")
     test_losses = test_rows.loss
     test_accuracy = float((test_rows.logits.argmax(1) == test_rows.labels).mean()) if len(test_rows) else float("nan")
-    enough = min(len(forget_losses), len(test_losses)) >= _MIN_MIA_SAMPLES
+    enough = with_mia and min(len(forget_losses), len(test_losses)) >= _MIN_MIA_SAMPLES
     mia = float(lr_mia_accuracies(forget_losses, test_losses, seed=task.seed).mean()) if enough else float("nan")
     return {
         "epoch": epoch + 1,
