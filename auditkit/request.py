@@ -62,8 +62,12 @@ class ForgetRequest:
 
 
 def _list(ids: list[str]) -> str:
-    """Up to ten IDs and how many more there are, for one-line messages."""
-    shown = ", ".join(ids[:_SHOWN])
+    """Up to ten IDs and how many more there are, for one-line messages.
+
+    An ID with a line break or control character (a quoted CSV cell can hold any) is shown as a
+    Python literal, so it cannot split the error line or send escape codes to the terminal.
+    """
+    shown = ", ".join(i if i.isprintable() else repr(i) for i in ids[:_SHOWN])
     return shown + (f", … ({len(ids) - _SHOWN} more)" if len(ids) > _SHOWN else "")
 
 
