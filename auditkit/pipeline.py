@@ -35,7 +35,7 @@ from auditkit.fsutil import atomic_write_text, sha256_file
 from auditkit.interfaces import Attack, UnlearningMethod, UnlearningTask
 from auditkit.ops import resolve_backend
 from auditkit.progress import ProgressCallback, no_progress
-from auditkit.record import RECORD_SCHEMA_VERSION, RunRecord, collect_provenance, utc_now
+from auditkit.record import RunRecord, collect_provenance, utc_now
 from auditkit.reference_models import ReferenceTrainer
 from auditkit.registry import Registry
 from auditkit.report import render_report
@@ -459,7 +459,6 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
             provenance=collect_provenance(seed=settings.seed, backend=outcome.backend, plugins=plugins,
                                           config_sha256=sha256_file(settings.config_path) if settings.config_path else None,
                                           inputs=_inputs(settings, loaded), started=started, finished=utc_now()),
-            schema_version=RECORD_SCHEMA_VERSION,
         )
         record, line = _finish(settings, record, tmp)
     return RunOutcome(record=record, out=settings.out, trail=settings.trail, trail_line=line,
