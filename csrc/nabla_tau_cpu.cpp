@@ -111,85 +111,89 @@ int64_t checked_label(const int64_t* labels, int64_t row, const RowContext& ctx)
 }
 
 // Vectorised exp: ATen's exp_u20 (a degree-5 polynomial, ≤ 20 ulp, inlined) for float; double maps
-// it to Sleef's 1-ulp exp.
+// it to Sleef's 1-ulp exp. exp(-inf) = 0, which the padding below relies on.
 template <typename Vec>
 Vec fast_exp(const Vec& v) {
   return v.exp_u20();
 }
 
+// The vector starting at x[k], with lanes past the row's end set to `pad`: the last, partial vector
+// of a row (or the only one when C < 16) stays vectorised instead of falling back to libm calls.
+template <typename Vec, typename scalar_t>
+Vec load_padded(const scalar_t* x, int64_t k, int64_t C, scalar_t pad) {
+  constexpr int64_t V = Vec::size();
+  return k + V <= C ? Vec::loadu(x + k) : Vec::set(Vec(pad), Vec::loadu(x + k, C - k), C - k);
+}
+
+template <typename Vec, typename scalar_t>
+void store_partial(const Vec& v, scalar_t* out, int64_t k, int64_t C) {
+  constexpr int64_t V = Vec::size();
+  if (k + V <= C) {
+    v.store(out + k);
+  } else {
+    v.store(out + k, C - k);
+  }
+}
+
 // Passes 1 and 2 over one row: max/min (with the finiteness check), then Σ and Σ² of exp(x - m) over
-// every class except the label, whose vector chunk is handled element by element so that `rest`
-// never needs a cancelling subtraction. With `exps` the exp(x - m) row is also stored there, so the
-// gradient pass only rescales it while it is still in L1.
+// every class except the label, whose lane is set to -inf so that `rest` never needs a cancelling
+// subtraction (and no libm call sits in the loop to push the accumulators out of registers). With
+// `exps` the exp(x - m) row is also stored there, so the gradient pass only rescales it in L1.
 template <typename scalar_t>
 RowStats<acc_type_t<scalar_t>> row_stats(const scalar_t* x, int64_t label, int64_t row,
                                          const RowContext& ctx, scalar_t* exps) {
   using acc_t = acc_type_t<scalar_t>;
   const int64_t C = ctx.num_classes;
-  acc_t row_max = static_cast<acc_t>(x[0]);
-  acc_t row_min = row_max;
-  int64_t k = 0;
-  if constexpr (kHasVectorPath<scalar_t>) {
-    using Vec = Vectorized<scalar_t>;
-    constexpr int64_t V = Vec::size();
-    if (C >= V) {
-      Vec vmax = Vec::loadu(x);
-      Vec vmin = vmax;
-      for (k = V; k + V <= C; k += V) {
-        const Vec v = Vec::loadu(x + k);
-        vmax = at::vec::maximum(vmax, v);
-        vmin = at::vec::minimum(vmin, v);
-      }
-      scalar_t lanes_max[V];
-      scalar_t lanes_min[V];
-      vmax.store(lanes_max);
-      vmin.store(lanes_min);
-      for (int64_t lane = 0; lane < V; ++lane) {
-        row_max = nan_max<acc_t>(row_max, lanes_max[lane]);
-        row_min = nan_min<acc_t>(row_min, lanes_min[lane]);
-      }
-    }
-  }
-  for (; k < C; ++k) {
-    row_max = nan_max<acc_t>(row_max, static_cast<acc_t>(x[k]));
-    row_min = nan_min<acc_t>(row_min, static_cast<acc_t>(x[k]));
-  }
-  TORCH_CHECK(row_is_finite(row_max, row_min), ctx.logits_name, "[", row, "] contains NaN or inf");
-
+  acc_t row_max;
+  acc_t row_min;
   acc_t rest = 0;
   acc_t rest_sq = 0;
-  k = 0;
   if constexpr (kHasVectorPath<scalar_t>) {
     using Vec = Vectorized<scalar_t>;
     constexpr int64_t V = Vec::size();
-    const Vec vmax(row_max);
+    constexpr scalar_t inf = std::numeric_limits<scalar_t>::infinity();
+    Vec vmax(-inf);
+    Vec vmin(inf);
+    for (int64_t k = 0; k < C; k += V) {
+      vmax = at::vec::maximum(vmax, load_padded<Vec>(x, k, C, -inf));
+      vmin = at::vec::minimum(vmin, load_padded<Vec>(x, k, C, inf));
+    }
+    row_max = at::vec::vec_reduce_all<scalar_t>([](Vec a, Vec b) { return at::vec::maximum(a, b); }, vmax);
+    row_min = at::vec::vec_reduce_all<scalar_t>([](Vec a, Vec b) { return at::vec::minimum(a, b); }, vmin);
+    TORCH_CHECK(row_is_finite(row_max, row_min), ctx.logits_name, "[", row, "] contains NaN or inf");
+    const Vec shift(row_max);
     Vec vrest(0);
     Vec vrest_sq(0);
     const int64_t label_chunk = label - label % V;
-    for (; k + V <= C; k += V) {
-      Vec v = Vec::loadu(x + k);
+    for (int64_t k = 0; k < C; k += V) {
+      Vec v = load_padded<Vec>(x, k, C, -inf);
       if (k == label_chunk) {
-        // exp(-inf) = 0 takes the label out of the sums without a call inside the loop (a libm call
-        // here made the compiler keep the vector accumulators on the stack).
         scalar_t chunk[V];
         v.store(chunk);
-        chunk[label - k] = -std::numeric_limits<scalar_t>::infinity();
+        chunk[label - k] = -inf;
         v = Vec::loadu(chunk);
       }
-      const Vec e = fast_exp(v - vmax);
-      if (exps != nullptr) e.store(exps + k);
+      const Vec e = fast_exp(v - shift);
+      if (exps != nullptr) store_partial(e, exps, k, C);
       vrest = vrest + e;
       vrest_sq = at::vec::fmadd(e, e, vrest_sq);
     }
-    rest += at::vec::vec_reduce_all<scalar_t>([](Vec a, Vec b) { return a + b; }, vrest);
-    rest_sq += at::vec::vec_reduce_all<scalar_t>([](Vec a, Vec b) { return a + b; }, vrest_sq);
-  }
-  for (; k < C; ++k) {
-    const acc_t e = exp_of(static_cast<acc_t>(x[k]) - row_max);
-    if (exps != nullptr) exps[k] = static_cast<scalar_t>(e);
-    if (k != label) {
-      rest += e;
-      rest_sq += e * e;
+    rest = at::vec::vec_reduce_all<scalar_t>([](Vec a, Vec b) { return a + b; }, vrest);
+    rest_sq = at::vec::vec_reduce_all<scalar_t>([](Vec a, Vec b) { return a + b; }, vrest_sq);
+  } else {
+    row_max = static_cast<acc_t>(x[0]);
+    row_min = row_max;
+    for (int64_t k = 1; k < C; ++k) {
+      row_max = nan_max<acc_t>(row_max, static_cast<acc_t>(x[k]));
+      row_min = nan_min<acc_t>(row_min, static_cast<acc_t>(x[k]));
+    }
+    TORCH_CHECK(row_is_finite(row_max, row_min), ctx.logits_name, "[", row, "] contains NaN or inf");
+    for (int64_t k = 0; k < C; ++k) {
+      if (k != label) {
+        const acc_t e = exp_of(static_cast<acc_t>(x[k]) - row_max);
+        rest += e;
+        rest_sq += e * e;
+      }
     }
   }
   const acc_t label_shifted = static_cast<acc_t>(x[label]) - row_max;
@@ -208,21 +212,21 @@ void write_row_gradient(const scalar_t* x, int64_t label, const RowStats<acc_typ
     return;
   }
   const acc_t scale = coefficient / (s.rest + s.label_exp);
-  int64_t k = 0;
   if constexpr (kHasVectorPath<scalar_t>) {
     using Vec = Vectorized<scalar_t>;
     constexpr int64_t V = Vec::size();
-    const Vec vmax(s.max);
+    const Vec shift(s.max);
     const Vec vscale(scale);
-    if (from_exps) {
-      for (; k + V <= C; k += V) (Vec::loadu(out + k) * vscale).store(out + k);
-    } else {
-      for (; k + V <= C; k += V) (fast_exp(Vec::loadu(x + k) - vmax) * vscale).store(out + k);
+    const scalar_t pad = -std::numeric_limits<scalar_t>::infinity();
+    for (int64_t k = 0; k < C; k += V) {
+      const Vec e = from_exps ? load_padded<Vec>(out, k, C, scalar_t(0))
+                              : fast_exp(load_padded<Vec>(x, k, C, pad) - shift);
+      store_partial(e * vscale, out, k, C);
     }
-  }
-  for (; k < C; ++k) {
-    const acc_t e = from_exps ? static_cast<acc_t>(out[k]) : exp_of(static_cast<acc_t>(x[k]) - s.max);
-    out[k] = static_cast<scalar_t>(e * scale);
+  } else {
+    for (int64_t k = 0; k < C; ++k) {
+      out[k] = static_cast<scalar_t>(exp_of(static_cast<acc_t>(x[k]) - s.max) * scale);
+    }
   }
   out[label] = static_cast<scalar_t>(coefficient * row_label_gradient(s));
 }
