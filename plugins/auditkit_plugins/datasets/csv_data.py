@@ -77,7 +77,9 @@ class CsvDataset(DatasetPlugin):
             feature_names = [name for name in header if name not in wanted]
         missing = [name for name in wanted + feature_names if name not in column]
         if missing:
-            raise InputError(f"{source} has no column {', '.join(map(repr, missing))}; columns found: {', '.join(header)}",
+            # A header cell with a line break or control character is shown as a literal: one clean line.
+            found = ", ".join(name if name.isprintable() else repr(name) for name in header)
+            raise InputError(f"{source} has no column {', '.join(map(repr, missing))}; columns found: {found}",
                              hint="name the columns with --dataset-option id_column=… label_column=… features=…")
         if not feature_names:
             raise InputError(f"{source} has no feature columns", hint="add numeric feature columns")
