@@ -53,10 +53,11 @@ def _forget_split(data: SampleSet, *, fraction: float, seed: int) -> tuple[np.nd
     return np.sort(train[:n_forget]), np.sort(train[n_forget:])
 
 
-def _task(model, build, recipe, data, forget, retain, *, seed: int = 0) -> UnlearningTask:
+def _task(model, build, recipe, data, forget, retain, *, seed: int = 0, backend: str = "reference",
+          device: str = "cpu") -> UnlearningTask:
     return UnlearningTask(model=copy.deepcopy(model), build_model=build, recipe=recipe, data=data, forget=forget,
                           retain=retain, validation=data.indices("validation"), test=data.indices("test"),
-                          seed=seed, backend="reference")
+                          seed=seed, backend=backend, device=torch.device(device))
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -219,6 +220,34 @@ def test_empty_forget_set_is_an_input_error(digits_setup):
     model, build, recipe, data, _, retain = digits_setup
     with pytest.raises(InputError, match="forget set is empty"):
         NablaTau().unlearn(_task(model, build, recipe, data, np.zeros(0, dtype=np.int64), retain))
+
+
+# --- backends ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_fused_cpu_backend_runs_the_same_loop_as_the_reference(digits_setup, per_sample):
+    model, build, recipe, data, forget, retain = digits_setup
+    method = NablaTau(epochs=2, per_sample=per_sample)
+    fused = method.unlearn(_task(model, build, recipe, data, forget, retain, backend="auto"))
+    reference = method.unlearn(_task(model, build, recipe, data, forget, retain))
+    assert fused.backend == "cpu" and reference.backend == "reference"
+    assert fused.settings["backend_requested"] == "auto"
+    for key, value in reference.state_dict.items():
+        torch.testing.assert_close(fused.state_dict[key], value, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_nabla_tau_on_cuda_returns_cpu_weights_close_to_the_cpu_run(digits_setup):
+    model, build, recipe, data, forget, retain = digits_setup
+    method = NablaTau(epochs=2)
+    on_gpu = method.unlearn(_task(model, build, recipe, data, forget, retain, backend="auto", device="cuda"))
+    on_cpu = method.unlearn(_task(model, build, recipe, data, forget, retain))
+    assert on_gpu.backend == "cuda"
+    assert all(value.device.type == "cpu" for value in on_gpu.state_dict.values())
+    for key, value in on_cpu.state_dict.items():
+        torch.testing.assert_close(on_gpu.state_dict[key], value, rtol=1e-3, atol=1e-4)
+    assert next(model.parameters()).device.type == "cpu"
 
 
 # --- options and the baselines --------------------------------------------------------------------
