@@ -37,6 +37,7 @@ _FALLBACK_COLOURS = ("#762a83", "#e08214", "#35978f", "#8c510a", "#01665e", "#c5
 _RC = {
     "svg.hashsalt": "auditkit-report",  # deterministic element ids
     "svg.fonttype": "none",  # text stays text: small, selectable, crisp in print
+    "text.parse_math": False,  # plugin names are plain labels: "$...$" prints as typed instead of crashing mathtext
     "font.family": "sans-serif",
     "font.size": 9,
     "axes.spines.top": False,
