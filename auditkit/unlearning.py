@@ -47,8 +47,8 @@ def choose_batch_size(
     """The batch size of both loaders: ``min(max, max(min_batch, n_retain // min_retain_batches))``.
 
     With the defaults, data with at least 256 × 128 = 32,768 retain samples gets the official 256;
-    smaller data gets a batch that still yields at least 128 retain batches (about 3 × 128 ∇τ steps), floored
-    at 8 (so below 1,024 retain samples the run takes fewer steps).
+    smaller data gets a batch that still yields at least 128 retain batches (about 3 × 128 ∇τ
+    steps), floored at 8 (so below 1,024 retain samples the run takes fewer steps).
     """
     if n_retain < 1:
         raise InputError("the retain set is empty", hint="forget fewer samples than the training split holds")
@@ -69,7 +69,10 @@ def forget_epoch_count(*, retain_batches: int, forget_batches: int, retain_passe
 
 
 def default_alpha(*, n_forget: int, n_train: int) -> float:
-    """The official starting forget weight ``α0 = 5/3 × |forget| / |train|`` (0.05/0.25/0.5 at 3/15/30 %), at most 1."""
+    """The official starting forget weight ``α0 = 5/3 × |forget| / |train|``, at most 1.
+
+    That is 0.05 / 0.25 / 0.5 at 3 / 15 / 30 % forgotten.
+    """
     return min(1.0, 5.0 / 3.0 * n_forget / n_train)
 
 
@@ -126,7 +129,7 @@ class Objective(Protocol):
 
 @dataclass(frozen=True)
 class NablaTauObjective:
-    """``α·ReLU(τ − mean ℓf)² + (1−α)·mean ℓr`` (or the per-sample ReLU) through :func:`auditkit.ops.nabla_tau_loss`."""
+    """``α·ReLU(τ − mean ℓf)² + (1−α)·mean ℓr`` (or the per-sample ReLU) via :func:`auditkit.ops.nabla_tau_loss`."""
 
     backend: str
     per_sample: bool = False
@@ -161,8 +164,10 @@ def optional_number(options: dict[str, Any], name: str, kind: type[int] | type[f
     try:
         return kind(value)
     except (TypeError, ValueError):
-        raise InputError(f"option {name}={value!r} is not a valid {kind.__name__}",
-                         hint=f"pass a number like {name}={kind(1)!r}, or leave it unset for the default rule") from None
+        raise InputError(
+            f"option {name}={value!r} is not a valid {kind.__name__}",
+            hint=f"pass a number like {name}={kind(1)!r}, or leave it unset for the default rule",
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -311,8 +316,9 @@ def run_forget_loop(
         history.append(_history_entry(model, task, epoch=epoch, tau=tau, alpha=alpha, lr=lr,
                                       retain_loss=retain_sum / retain_count, with_mia=config.history_mia))
         entry = history[-1]
+        mia = f"{entry['mia']:.3f}" if math.isfinite(entry["mia"]) else "n/a"
         progress(Progress(config.method, epoch + 1, config.epochs,
-                          f"τ {tau:.3f} · forget loss {entry['forget_loss']:.3f} · MIA {entry['mia']:.3f}"))
+                          f"τ {tau:.3f} · forget loss {entry['forget_loss']:.3f} · MIA {mia}"))
     model.eval()
     state_dict = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
     settings = {

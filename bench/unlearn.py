@@ -221,8 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = []
     if args.merge and out.exists():
         previous = json.loads(out.read_text())
-        redone = {(r["dataset"], r["seed"], r["fraction"], r["method"]) for r in rows}
-        rows = [r for r in previous["cells"] if (r["dataset"], r["seed"], r["fraction"], r["method"]) not in redone] + rows
+        def key(row: dict) -> tuple:
+            return row["dataset"], row["seed"], row["fraction"], row["method"]
+
+        redone = {key(r) for r in rows}
+        rows = [r for r in previous["cells"] if key(r) not in redone] + rows
         commands = previous.get("commands", [])
     summary = summarise(rows)
     print_table(summary)
@@ -230,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         "schema_version": 1,
         "benchmark": "unlearn",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "commands": [*commands, " ".join(["python", "bench/unlearn.py", *(argv if argv is not None else sys.argv[1:])])],
+        "commands": [*commands, " ".join(["python", "bench/unlearn.py", *(sys.argv[1:] if argv is None else argv)])],
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__, "threads": torch.get_num_threads()},
         "seconds_this_run": time.perf_counter() - started,

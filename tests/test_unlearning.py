@@ -166,8 +166,10 @@ def test_tau_is_the_validation_loss_refreshed_every_tau_every_epochs(digits_setu
     test, validation = data.indices("test"), data.indices("validation")
     shuffled_test = _with_rows(data, test, labels=data.labels[test].roll(1))
     shuffled_validation = _with_rows(data, validation, labels=data.labels[validation].roll(1))
-    taus_test = [e["tau"] for e in method.unlearn(_task(model, build, recipe, shuffled_test, forget, retain)).history]
-    taus_val = [e["tau"] for e in method.unlearn(_task(model, build, recipe, shuffled_validation, forget, retain)).history]
+    def taus_on(variant: SampleSet) -> list[float]:
+        return [e["tau"] for e in method.unlearn(_task(model, build, recipe, variant, forget, retain)).history]
+
+    taus_test, taus_val = taus_on(shuffled_test), taus_on(shuffled_validation)
     assert taus_test == taus
     assert taus_val[0] > 2 * taus[0]
 

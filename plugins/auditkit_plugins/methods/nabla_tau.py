@@ -1,4 +1,4 @@
-"""∇τ (Trippa et al., arXiv 2403.14339): push the forget loss up to the validation loss τ, keep the retain loss down."""
+"""∇τ (Trippa et al., arXiv 2403.14339): raise the forget loss to the validation loss τ, keep the retain loss low."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""NegGrad+ (Kurmanji et al., 2023): fixed-weight gradient ascent on the forget batch plus descent on the retain batch."""
+"""NegGrad+ (Kurmanji et al., 2023): fixed-weight gradient ascent on the forget batch, descent on the retain batch."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class NegGradStep:
 
 
 class NegGradObjective:
-    """``(1 − w)·mean ℓr − w·mean ℓf`` with ``w`` the loop's (constant) alpha; plain PyTorch, not the ∇τ op."""
+    """``(1 − w)·mean ℓr − w·mean ℓf``, ``w`` the loop's constant alpha; plain PyTorch, not the ∇τ op."""
 
     uses_forget_batch = True
 

@@ -26,7 +26,8 @@ class Retrain(UnlearningMethod):
             torch.manual_seed(task.seed)
             model = task.build_model().to(task.device)
         features, labels = (t.to(task.device) for t in task.data.subset(task.retain))
-        train_model(model, features, labels, recipe=task.recipe, seed=task.seed, progress=progress, stage=self.PLUGIN_NAME)
+        train_model(model, features, labels, recipe=task.recipe, seed=task.seed, progress=progress,
+                    stage=self.PLUGIN_NAME)
         entry = evaluation_entry(model, task, epoch=task.recipe.epochs, alpha=0.0, lr=task.recipe.lr)
         state_dict = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
         settings = {"method": self.PLUGIN_NAME, **task.recipe.to_dict(), "seed": task.seed,
