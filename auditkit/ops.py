@@ -119,6 +119,7 @@ class BackendStatus:
 _lock = threading.Lock()
 _loaded_plan: BuildPlan | None = None
 _build_error: OpBuildError | None = None
+_python_parts_registered = False
 
 
 def _cache_root() -> Path:
@@ -258,8 +259,13 @@ def _backward(ctx, grad_loss, *_unused_grads):
 
 
 def _register_python_parts() -> None:
+    # torch refuses a second fake kernel for one op; a reloaded library keeps the first registration.
+    global _python_parts_registered
+    if _python_parts_registered:
+        return
     torch.library.register_fake("auditkit::nabla_tau_loss", _fake_kernel)
     torch.library.register_autograd("auditkit::nabla_tau_loss", _backward, setup_context=_setup_context)
+    _python_parts_registered = True
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
