@@ -372,6 +372,10 @@ def _history_entry(
     test_rows = signals.group("test")
     test_losses = test_rows.loss
     test_accuracy = float((test_rows.logits.argmax(1) == test_rows.labels).mean()) if len(test_rows) else float("nan")
+    # The epoch's last step can blow the model up with no later training loss to show it (one step per
+    # epoch for small requests): stop here, not with the history's attack failing on NaN losses.
+    if not (np.isfinite(forget_losses).all() and np.isfinite(test_losses).all()):
+        _check_finite(math.nan, "the loss on the forget or test set", epoch, lr)
     enough = with_mia and min(len(forget_losses), len(test_losses)) >= _MIN_MIA_SAMPLES
     mia = float(lr_mia_accuracies(forget_losses, test_losses, seed=task.seed).mean()) if enough else float("nan")
     return {
