@@ -130,9 +130,7 @@ def test_a_run_after_a_kill_succeeds_and_chains_on(interrupted):
 @pytest.mark.parametrize("options", [
     # fast.toml: one step per epoch (as for any request smaller than a batch), so only the epoch-end
     # evaluation can see the NaN
-    pytest.param(["--option", "lr=1e30"], id="one-step-per-epoch", marks=pytest.mark.xfail(
-        strict=True, reason="unlearning._history_entry feeds NaN losses to the history's LR attack, which "
-                            "raises a scikit-learn ValueError (traceback, exit 3); see notes/reliability.md")),
+    pytest.param(["--option", "lr=1e30"], id="one-step-per-epoch"),
     pytest.param(["--option", "lr=1e30", "--option", "epochs=auto", "--option", "min_retain_batches=128"],
                  id="default-schedule"),
 ])
