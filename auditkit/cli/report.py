@@ -28,7 +28,11 @@ def report(app: Application, record_path: Path, output: Path, force: bool) -> in
         raise InputError(f"{str(output)!r} already exists", hint="choose another -o, or pass --force to replace it")
     if output.is_dir():
         raise InputError(f"{str(output)!r} is a folder", hint="pass a file name, e.g. -o report.html")
-    write_report(record, output)
+    try:
+        write_report(record, output)
+    except OSError as exc:  # a missing or read-only folder, or a path under a file
+        raise InputError(f"cannot write {str(output)!r} ({exc.strerror})",
+                         hint="choose an -o path in an existing, writable folder") from None
     app.info(f"report: {output}")
     app.emit_json({"record": str(record_path), "report": str(output), "passed": record.summary["passed"]})
     return 0
