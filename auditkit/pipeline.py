@@ -179,7 +179,7 @@ def _resolve(settings: RunSettings, *, with_method: bool) -> _Resolved:
     for role, path in (("checkpoint", settings.checkpoint), ("request", settings.request),
                        ("original", settings.original), ("retrained", settings.retrained)):
         if path is not None and not Path(path).is_file():
-            raise InputError(f"{role} file {str(path)!r} does not exist",
+            raise InputError(f"{role} file {str(path)!r} {'is a folder' if Path(path).is_dir() else 'does not exist'}",
                              hint="train one with `auditkit train`" if role != "request"
                              else "pass a CSV of sample IDs with --ids")
     registry = _registry(settings.plugin_files)
