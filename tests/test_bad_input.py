@@ -152,6 +152,12 @@ def _fifty_megabytes(ws: Path) -> None:
     assert (ws / "request.csv").stat().st_size >= 50 * 2**20
 
 
+def _record(ws: Path) -> None:
+    from test_record import sample_record  # a complete record, as test_record.py builds it
+
+    sample_record().write(ws / "record.json")
+
+
 def _broken_plugin(ws: Path) -> None:
     (ws / "broken.py").write_text("import numpy\nraise RuntimeError('half-finished plugin')\n", encoding="utf-8")
 
@@ -167,6 +173,7 @@ CASES = [
     # the deletion request
     Case("request-missing", [*RUN[:2], "nope.csv", *RUN[3:]], problem=r"request file 'nope.csv' does not exist",
          hint="--ids"),
+    Case("request-is-a-folder", [*RUN[:2], ".", *RUN[3:]], problem=r"request file '\.' is a folder", hint="--ids"),
     Case("request-empty", RUN, problem=r"request\.csv' is empty", hint="one sample ID per line",
          setup=_write("request.csv", b"")),
     Case("request-header-only", RUN, problem="has a header but no IDs", hint="one sample ID per line",
@@ -242,6 +249,13 @@ CASES = [
          problem=r"cannot write into '/proc'", hint="choose a writable --out"),
     Case("trail-not-writable", [*RUN, "--trail", "/proc/audit-trail.jsonl"], problem=r"cannot write into '/proc'",
          hint="choose a writable --trail"),
+    Case("train-out-not-writable", ["train", "--epochs", "1", "--out", "/proc/model.pt"],
+         problem=r"cannot write into '/proc'", hint="choose a writable --out"),
+    Case("report-output-not-writable", ["report", "record.json", "-o", "/proc/report.html"],
+         problem=r"cannot write '/proc/report\.html'", hint="writable folder", setup=_record),
+    Case("report-output-under-a-file", ["report", "record.json", "-o", "request.csv/report.html"],
+         problem=r"cannot write 'request\.csv/report\.html' \(Not a directory\)", hint="writable folder",
+         setup=_record),
     Case("trail-tampered", [*RUN, "--trail", "trail.jsonl"], code=3, problem=r"audit trail 'trail\.jsonl' is broken",
          hint="auditkit verify trail.jsonl", setup=_write("trail.jsonl", '{"index": 0}\n')),
     # names: the closest one is suggested
