@@ -171,6 +171,7 @@ def collect_provenance(
         "numpy": np.__version__,
         "scikit_learn": _distribution_version("scikit-learn"),
         "cuda": torch.version.cuda,
+        "torch_threads": torch.get_num_threads(),
         "op_backend": backend,
         "plugins": sorted(plugins, key=lambda p: (p["kind"], p["name"])),
         "seed": seed,
