@@ -32,6 +32,7 @@ DEFAULT_ATTACKS = ("lr-loss", "lr-entropy", "loss", "entropy", "modified-entropy
 """The battery run when none is chosen; the reference-model attacks (lira-offline, rmia) are opt-in."""
 
 LOSS_RATIO_CHECK = "forget-loss-ratio"
+UTILITY_CHECK = "test-accuracy-drop"
 """Name of the verdict comparing the forget set's mean loss with the test split's."""
 
 MODEL_NAMES = ("original", "unlearned", "retrained")
@@ -48,7 +49,9 @@ class Policy:
     accuracy) has no direction, since the classifier learns either sign: below chance it passes, and
     above chance it counts as over-forgetting when the forget set's mean loss exceeds the test split's.
     Any other miss is a fail. The ``forget-loss-ratio`` check flags over-forgetting when even the low end
-    of the bootstrap interval of mean forget loss / mean test loss exceeds ``max_loss_ratio``.
+    of the bootstrap interval of mean forget loss / mean test loss exceeds ``max_loss_ratio``. The
+    ``test-accuracy-drop`` check fails a model whose test accuracy fell more than
+    ``max_test_accuracy_drop`` below the original's: a destroyed model leaks nothing, and must not pass.
 
     Several attacks are judged at once, so with ``confidence`` = 0.95 each of the k verdict intervals is
     widened from 95 % to 1 − 0.05/k (Bonferroni): a model retrained without the forget set then fails
@@ -59,6 +62,7 @@ class Policy:
         retrained_margin: largest |unlearned − retrained| headline difference that still passes.
         over_forgetting_margin: how far below chance a headline must be to count as over-forgetting.
         max_loss_ratio: mean forget loss over mean test loss above which the forget set was over-forgotten.
+        max_test_accuracy_drop: largest fall in test accuracy (original − unlearned, as a fraction) that passes.
         retain_sample_size: how many retain samples are audited (seeded sample; utility uses them too).
         bootstrap_rounds: bootstrap replicates behind every AUC / accuracy interval.
         exposure_attack: the attack that scores each forgotten ID.
@@ -69,6 +73,7 @@ class Policy:
     retrained_margin: float = 0.05
     over_forgetting_margin: float = 0.05
     max_loss_ratio: float = 2.0
+    max_test_accuracy_drop: float = 0.05
     retain_sample_size: int = 1000
     bootstrap_rounds: int = 500
     exposure_attack: str = "loss"
@@ -80,6 +85,7 @@ class Policy:
             "retrained_margin": 0 <= self.retrained_margin < 0.5,
             "over_forgetting_margin": 0 <= self.over_forgetting_margin < 0.5,
             "max_loss_ratio": self.max_loss_ratio > 1,
+            "max_test_accuracy_drop": 0 <= self.max_test_accuracy_drop <= 1,
             "retain_sample_size": self.retain_sample_size >= 10,
             "bootstrap_rounds": self.bootstrap_rounds >= 50,
             "exposure_fpr": 0 < self.exposure_fpr < 1,
@@ -161,6 +167,19 @@ class Policy:
             status = "pass"
             reason = f"mean forget loss / mean test loss = {ratio:.2f}, not above {self.max_loss_ratio:g}"
         return Verdict(LOSS_RATIO_CHECK, status, ratio, ci, reference, reason, level)
+
+    def judge_utility(self, original: float, unlearned: float, retrained: float | None) -> Verdict:
+        """The ``test-accuracy-drop`` check on test accuracies (fractions); the retrained model's drop is context."""
+        drop = original - unlearned
+        reference = original - retrained if retrained is not None else None
+        if drop > self.max_test_accuracy_drop:
+            status = "fail"
+            reason = (f"test accuracy fell {drop:.1%} (from {original:.1%} to {unlearned:.1%}), "
+                      f"more than the {self.max_test_accuracy_drop:.1%} the policy allows")
+        else:
+            status = "pass"
+            reason = f"test accuracy {original:.1%} → {unlearned:.1%}, within {self.max_test_accuracy_drop:.1%}"
+        return Verdict(UTILITY_CHECK, status, drop, (drop, drop), reference, reason, 1.0)
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Policy)}
@@ -341,6 +360,8 @@ def _verdicts(
         reference = _loss_ratio(tables["retrained"].group("forget").loss, tables["retrained"].group("test").loss,
                                 seed=seed, rounds=policy.bootstrap_rounds, level=level)[0]
     verdicts.append(policy.judge_loss_ratio(ratio, ci, reference, level=level))
+    utility = {name: _utility(table).test_accuracy for name, table in tables.items()}
+    verdicts.append(policy.judge_utility(utility["original"], utility["unlearned"], utility.get("retrained")))
     return verdicts
 
 

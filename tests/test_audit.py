@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from auditkit.audit import DEFAULT_ATTACKS, LOSS_RATIO_CHECK, Policy, check_battery, run_audit
+from auditkit.audit import DEFAULT_ATTACKS, LOSS_RATIO_CHECK, UTILITY_CHECK, Policy, check_battery, run_audit
 from auditkit.errors import InputError
 from auditkit.progress import Progress
 from auditkit.reference_models import CACHE_ENV, ReferenceTrainer, cache_dir
@@ -89,7 +89,7 @@ def test_retrained_model_passes_and_the_record_is_complete(digits):
     models = {"original": digits.original, "unlearned": digits.retrained}
     result = digits.audit(models)
     assert result.passed, [v.reason for v in result.verdicts if v.status != "pass"]
-    assert [v.attack for v in result.verdicts] == [*DEFAULT_ATTACKS, LOSS_RATIO_CHECK]
+    assert [v.attack for v in result.verdicts] == [*DEFAULT_ATTACKS, LOSS_RATIO_CHECK, UTILITY_CHECK]
     lr = next(r for r in result.attacks if (r.attack, r.model, r.population) == ("lr-loss", "unlearned", "forget"))
     assert lr.headline == "lr_accuracy" and lr.statistic["chance"] == 0.5
     # Every attack on every model, for the forget set and for the retain sample.
@@ -112,7 +112,30 @@ def test_over_forgetting_is_flagged(digits):
     result = digits.audit({"original": digits.original, "unlearned": model}, attacks=["loss", "lr-loss"])
     status = {v.attack: v.status for v in result.verdicts}
     assert not result.passed
-    assert status == {"loss": "over-forgetting", "lr-loss": "over-forgetting", LOSS_RATIO_CHECK: "over-forgetting"}
+    assert status == {"loss": "over-forgetting", "lr-loss": "over-forgetting", LOSS_RATIO_CHECK: "over-forgetting",
+                      UTILITY_CHECK: "pass"}
+
+
+class Destroyed(nn.Module):
+    """Stands in for a method that wrecked the model: the same uninformative logits for every input."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(len(x), self.num_classes)
+
+
+def test_a_destroyed_model_fails_the_utility_check(digits):
+    # It leaks nothing, so every privacy verdict passes; only the utility check stands between it and a pass.
+    model = Destroyed(digits.data.num_classes)
+    result = digits.audit({"original": digits.original, "unlearned": model}, attacks=["loss", "lr-loss"])
+    status = {v.attack: v.status for v in result.verdicts}
+    assert not result.passed
+    assert status[UTILITY_CHECK] == "fail" and status["loss"] == "pass"
+    utility = next(v for v in result.verdicts if v.attack == UTILITY_CHECK)
+    assert utility.value > 0.8 and "test accuracy fell" in utility.reason
 
 
 def test_reference_attacks_train_once_then_come_from_the_cache(digits, tmp_path, monkeypatch):
