@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,7 +163,7 @@ def _first_error_lines(text: str, limit: int = 3) -> str:
     lines = [line.strip() for line in text.splitlines()
              if re.search(r"\berror\b|not found|fatal", line, re.IGNORECASE)
              and not line.startswith(("Error building extension", "["))]
-    return " | ".join(lines[:limit]) or text.strip().splitlines()[-1][-400:]
+    return " | ".join(lines[:limit]) or (text.strip().splitlines() or ["no compiler output"])[-1][-400:]
 
 
 def build_extension(*, verbose: bool = False, with_cuda: bool | None = None) -> BuildPlan:
@@ -187,7 +188,7 @@ def build_extension(*, verbose: bool = False, with_cuda: bool | None = None) -> 
                 torch.ops.load_library(str(plan.library))
             else:
                 _compile(plan, verbose=verbose)
-        except (RuntimeError, OSError, ImportError) as exc:
+        except (RuntimeError, OSError, ImportError, subprocess.SubprocessError) as exc:
             _build_error = OpBuildError(
                 f"the fused ∇τ op could not be built in {plan.directory}: {_first_error_lines(str(exc))}",
                 hint="install a C++17 compiler (g++) and ninja, or run with --backend reference",

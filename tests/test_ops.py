@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 import zlib
@@ -17,6 +18,7 @@ from torch.nn import functional as F
 
 from auditkit import ops
 from auditkit.errors import InputError, OpBuildError
+from auditkit.resources import resource_dir
 
 # (Bf, Br, C): one-row batches, one class, two classes, a size with a vector tail, a huge C.
 SHAPES = [(1, 1, 1), (3, 4, 2), (17, 9, 10), (5, 6, 37), (4, 3, 10000)]
@@ -367,6 +369,23 @@ def test_failed_build_is_loud_and_suggests_reference(monkeypatch, tmp_path):
     assert "--backend reference" in failure.value.hint
     assert not ops.backend_status().built
     assert ops.nabla_tau_loss(*inputs, tau=1.0, alpha=0.5, backend="reference").backend == "reference"
+
+
+def test_compiler_error_is_quoted(monkeypatch, tmp_path):
+    csrc = tmp_path / "csrc"
+    shutil.copytree(resource_dir("csrc"), csrc)
+    # A missing include is fatal at once (an #error would let gcc parse all of ATen first); both files,
+    # so whichever ninja starts first fails immediately.
+    for source in ("nabla_tau.cpp", "nabla_tau_cpu.cpp"):
+        (csrc / source).write_text('#include "auditkit_no_such_header.h"\n' + (csrc / source).read_text())
+    monkeypatch.setattr(ops, "resource_dir", lambda name: csrc)
+    monkeypatch.setenv("AUDITKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(ops, "_loaded_plan", None)
+    monkeypatch.setattr(ops, "_build_error", None)
+    with pytest.raises(OpBuildError, match=r"nabla_tau(_cpu)?\.cpp:1:10: fatal error: auditkit_no_such_header\.h") \
+            as failure:
+        ops.build_extension()
+    assert "--backend reference" in failure.value.hint
 
 
 def test_cached_load_takes_under_a_second():
