@@ -153,7 +153,8 @@ def compute_signals(
     logits = logits.cpu()
     log_odds = torch.as_tensor(true_class_log_odds(logits.numpy(), labels.numpy()))
     # -log p_y = log(1 + e^(-log-odds)): exact even where log_softmax returns exactly 0 for p_y ≈ 1.
-    loss = torch.as_tensor(np.logaddexp(0.0, -log_odds.numpy()))
+    with np.errstate(invalid="ignore"):  # a diverged model's NaN logits give NaN losses, which callers refuse
+        loss = torch.as_tensor(np.logaddexp(0.0, -log_odds.numpy()))
     log_probs = logits.log_softmax(1).scatter(1, labels[:, None], -loss[:, None])
     probs = log_probs.exp()
     # 1 - p_y = p_y·e^(-log-odds), again without cancellation.
