@@ -134,10 +134,12 @@ def test_a_run_after_a_kill_succeeds_and_chains_on(interrupted):
     pytest.param(["--option", "lr=1e30", "--option", "epochs=auto", "--option", "min_retain_batches=128"],
                  id="default-schedule"),
 ])
-def test_divergence_stops_with_a_clear_error_and_writes_nothing(tmp_path_factory, tmp_path, options):
+def test_divergence_stops_with_a_clear_error_and_writes_nothing(tmp_path_factory, tmp_path, options, recwarn):
     workspace = fresh_workspace(tmp_path_factory, tmp_path / "ws")
     before = snapshot(workspace)
     result = run_cli_here([*FORGET_SECOND, *options], cwd=workspace)
+    # A Python warning would reach the user's terminal too, above the error: NaN must pass quietly.
+    assert not [str(w.message) for w in recwarn], [f"{w.filename}:{w.lineno}: {w.message}" for w in recwarn]
     assert_clean_failure(result, code=3, problem=r"became nan in forget epoch 1; no weights were returned",
                          hint=r"lower the learning rate \(lr=1e\+30\)")
     assert snapshot(workspace) == before
