@@ -13,6 +13,7 @@ import io
 import pickle
 import platform
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -167,7 +168,9 @@ def _read_payload(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"checkpoint {name!r} is not a file", hint="point --checkpoint at the .pt file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols above our own error
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt file can make the unpickler raise anything (KeyError, EOFError, ...)
         text = str(exc).strip()
         # torch's own first line advises weights_only=False; the unpickler's words say what it met.
