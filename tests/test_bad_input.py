@@ -217,8 +217,7 @@ CASES = [
     # torch's safe unpickler stops at protocol 4's first FRAME opcode, before it sees the code: still refused
     Case("checkpoint-pickled-code-protocol-4", [*RUN, "--checkpoint", "bad.pt"],
          problem=r"'bad\.pt' is not a readable torch file \(Unsupported operand 149\)",
-         hint="truncated or not a checkpoint", setup=_pickled_code(4),
-         marks=[pytest.mark.filterwarnings("ignore:Detected pickle protocol 4")]),
+         hint="truncated or not a checkpoint", setup=_pickled_code(4)),
     Case("checkpoint-other-architecture", [*RUN, "--checkpoint", "bad.pt"],
          problem=r"does not fit the architecture its manifest names, mlp \(widths=\[256\]\).*differ in shape",
          hint="different model", setup=_other_architecture),
@@ -290,11 +289,14 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=c.marks) for c in CASES])
-def test_bad_input(case: Case, tmp_path_factory, tmp_path):
+def test_bad_input(case: Case, tmp_path_factory, tmp_path, recwarn):
     ws = fresh_workspace(tmp_path_factory, tmp_path / "ws")
     case.setup(ws)
+    recwarn.clear()
     before = snapshot(ws)
     result = run_cli_here(case.args, cwd=ws)
+    # A Python warning would print above the error line in a terminal
+    assert not recwarn.list, [f"{w.filename}:{w.lineno}: {w.message}" for w in recwarn]
     assert not (ws / MARKER).exists(), "unpickling ran code"
     if case.check is not None:
         assert result.code == case.code, result.err
