@@ -253,8 +253,9 @@ void fused_rows(const scalar_t* logits, const int64_t* labels, int64_t rows, con
   });
 }
 
-// Forget rows in the batch form: the coefficient needs the batch's mean loss, so the gradient is
-// written in a second sweep from the kept per-row stats.
+// Forget rows in the batch form: the coefficient needs the batch's mean loss, so the first sweep
+// stores exp(x - m) in the gradient rows and the second only rescales them (a multiply instead of an
+// exp per element; float16/bfloat16 recompute, as in fused_rows).
 template <typename scalar_t>
 void batch_form_rows(const scalar_t* logits, const int64_t* labels, int64_t rows,
                      const RowContext& ctx, double tau, double alpha,
@@ -263,10 +264,11 @@ void batch_form_rows(const scalar_t* logits, const int64_t* labels, int64_t rows
   using acc_t = acc_type_t<scalar_t>;
   const int64_t C = ctx.num_classes;
   std::vector<RowStats<acc_t>> stats(rows);
+  const bool store_exps = alpha != 0.0 && kHasVectorPath<scalar_t>;
   at::parallel_for(0, rows, grain_rows(C), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       stats[i] = row_stats(logits + i * C, checked_label(labels, i, ctx), i, ctx,
-                           static_cast<scalar_t*>(nullptr));
+                           store_exps ? grad + i * C : nullptr);
       losses[i] = row_cross_entropy(stats[i]);
       norms[i] = row_grad_norm(stats[i]);
     }
@@ -279,7 +281,7 @@ void batch_form_rows(const scalar_t* logits, const int64_t* labels, int64_t rows
   at::parallel_for(0, rows, grain_rows(C), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       write_row_gradient(logits + i * C, labels[i], stats[i], coefficient, C, grad + i * C,
-                         /*from_exps=*/false);
+                         /*from_exps=*/store_exps);
     }
   });
 }
