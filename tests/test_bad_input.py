@@ -310,3 +310,17 @@ def test_bad_input(case: Case, tmp_path_factory, tmp_path, recwarn):
 
 def test_the_matrix_has_at_least_25_cases():
     assert len(CASES) >= 25 and len({c.name for c in CASES}) == len(CASES)
+
+
+def test_the_console_script_prints_exactly_the_two_lines(tmp_path_factory, tmp_path):
+    """The same contract in a real process: no import-time warning or log line around the error."""
+    import subprocess
+    import sys
+
+    ws = fresh_workspace(tmp_path_factory, tmp_path / "ws")
+    _write("request.csv", "id\n")(ws)
+    done = subprocess.run([sys.executable, "-m", "auditkit", *RUN], cwd=ws, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == ["error: deletion request 'request.csv' has a header but no IDs",
+                                        "hint: list one sample ID per line"], done.stderr
