@@ -196,13 +196,23 @@ class RecordCheck:
         return not self.problems
 
 
+#: The files every run writes beside its record, by kind: a record that drops one from ``outputs``
+#: would otherwise verify as intact.
+RECORD_OUTPUTS = {"forget": ("model.pt", "report.html"), "audit": ("report.html",)}
+
+
 def verify_record_files(path: str | os.PathLike[str]) -> RecordCheck:
-    """Check that every file listed in the record's ``outputs`` exists beside it with that SHA-256."""
+    """Check that every file listed in the record's ``outputs`` exists beside it with that SHA-256,
+    and that the outputs its kind always writes (:data:`RECORD_OUTPUTS`) are listed."""
     record = RunRecord.load(path)
     folder = Path(path).parent
-    problems: list[str] = []
+    problems = [f"the record lists no SHA-256 for {name}" for name in RECORD_OUTPUTS[record.kind]
+                if name not in record.outputs]
     checked: dict[str, str] = {}
     for name, expected in sorted(record.outputs.items()):
+        if Path(name).name != name or name in (".", ".."):  # a path could make verify read any file
+            problems.append(f"output {name!r} is not a file name beside the record")
+            continue
         file = folder / name
         if not file.is_file():
             problems.append(f"{name} is missing from {folder}")
