@@ -7,8 +7,9 @@ and never evaluated, and the report must load nothing from the network.
 
 Tampering, through `auditkit verify` and its exit code (tests/test_trail.py already checks every
 single-line edit, deletion, insertion and reorder of a trail at the API level): an output that no
-longer matches its record, a record rewritten to match swapped outputs, a truncated trail, and a keyed
-trail whose last line was re-chained by someone without the key.
+longer matches its record, a record whose output list was emptied or pointed elsewhere, a record
+rewritten to match swapped outputs, a truncated trail, and a keyed trail whose last line was
+re-chained by someone without the key.
 """
 
 from __future__ import annotations
@@ -222,6 +223,20 @@ def test_a_record_rewritten_to_match_swapped_outputs_is_caught_by_the_trail(run_
     result = _verify(run_copy, "--json", "runs/audit-trail.jsonl")
     assert result.code == 1 and json.loads(result.out)["bad_line"] == 1
     assert "TAMPERED: line 1 names record first/record.json, whose SHA-256 no longer matches" in " ".join(result.err.split())
+
+
+@pytest.mark.parametrize("outputs, problem", [
+    ({}, "the record lists no SHA-256 for model.pt"),  # drop the hashes, and nothing would be checked
+    ({"../../model.pt": "0" * 64, "report.html": "0" * 64, "model.pt": "0" * 64},
+     "output '../../model.pt' is not a file name beside the record"),  # make verify read another file
+])
+def test_a_record_with_doctored_outputs_is_not_intact(run_copy, outputs, problem):
+    path = run_copy / "runs" / "first" / "record.json"
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record["outputs"] = outputs
+    path.write_text(json.dumps(record), encoding="utf-8")
+    result = _verify(run_copy, "runs/first/record.json")
+    assert result.code == 1 and f"MISMATCH: {problem}" in " ".join(result.err.split())
 
 
 def test_a_trail_cut_after_its_last_run_is_caught(run_copy):
