@@ -26,8 +26,8 @@ Example::
     [recipe]                             # training recipe for `auditkit train`
     epochs = 200
 
-    [policy]                             # passed to the audit's policy as given
-    margin = 0.03
+    [policy]                             # the audit's policy (see the README's policy table)
+    retrained_margin = 0.03
 
 Relative paths are relative to the folder of the config file. Every problem in the file is reported
 at once, in one error.
