@@ -13,7 +13,7 @@ Targets for ∇τ (issue 4, default settings): |MIA − retrain MIA| ≤ 0.03, |
 
 Usage: python bench/unlearn.py [--datasets digits,mnist1d,bbc-news,breast-cancer] [--fractions 3,15,30]
        [--seeds 0,1,2] [--methods nabla-tau,nabla-tau-ps,finetune,neggrad-plus,retrain]
-       [--backend reference] [--threads 2] [--out bench/results/unlearn.json] [--merge]
+       [--backend auto] [--threads 2] [--out bench/results/unlearn.json] [--merge]
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fractions", default=",".join(map(str, FRACTIONS)), help="forget percentages")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--backend", default="reference", help="op backend (auto once the fused op builds)")
+    parser.add_argument("--backend", default="auto", help="op backend: auto (the fused op), cpu, cuda or reference")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "unlearn.json"))
     parser.add_argument("--merge", action="store_true",
