@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,32 +122,19 @@ def test_rmia_fixed_a_and_lira_fixed_variance_also_separate():
         REGISTRY.create("attacks", "rmia", a="1.5").score(data)
 
 
-README_EXAMPLE = '''
-"""my_attacks.py: a membership attack is a class with a name, options and a score() over signals."""
-import numpy as np
-
-from auditkit.interfaces import Attack, AttackInput, AttackOutput
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-class MarginAttack(Attack):
-    """Training samples are fitted with a wider margin between the true class and the runner-up."""
-
-    PLUGIN_NAME = "margin"
-    DESCRIPTION = "true-class logit minus the largest other logit"
-    OPTIONS = {"temperature": 1.0}
-
-    def score(self, data: AttackInput) -> AttackOutput:
-        logits = data.target.logits / self.options["temperature"]  # [N, C] float64, one row per sample
-        rows, labels = np.arange(len(logits)), data.target.labels
-        true = logits[rows, labels]
-        logits[rows, labels] = -np.inf
-        return AttackOutput(scores=true - logits.max(axis=1))  # higher = more likely a member
-'''
+def readme_custom_attack_example() -> str:
+    """The custom-attack example exactly as the README shows it (between its marker comments)."""
+    text = README.read_text(encoding="utf-8")
+    block = text.split("<!-- custom-attack-example -->", 1)[1].split("<!-- /custom-attack-example -->", 1)[0]
+    return block.strip().removeprefix("```python").removesuffix("```")
 
 
 def test_readme_custom_attack_example_runs(tmp_path):
     path = tmp_path / "my_attacks.py"
-    path.write_text(textwrap.dedent(README_EXAMPLE))
+    path.write_text(readme_custom_attack_example())
     registry = Registry.default(plugin_files=[path])
     attack = registry.create("attacks", "margin", temperature="2")
     assert attack.options["temperature"] == 2.0
