@@ -60,7 +60,7 @@ def _requested(ws: Path) -> list[str]:
 
 
 def _request_variant(transform: Callable[[list[str]], str | bytes]) -> Callable[[Path], None]:
-    """Rewrite request.csv from its 20 IDs (kept in a side file so the setup sees the originals)."""
+    """Rewrite request.csv from the 20 training IDs it holds."""
     def setup(ws: Path) -> None:
         data = transform(_requested(ws))
         (ws / "request.csv").write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
@@ -194,11 +194,13 @@ CASES = [
     Case("request-unknown-ids", RUN, problem=r"3 of the 23 IDs in 'request\.csv' are not in dataset 'digits'",
          hint="IDs are case-sensitive",
          setup=_request_variant(lambda ids: "id\n" + "\n".join(ids + ["digits-9999", "DIGITS-0001", "x"]) + "\n")),
-    Case("request-test-split-ids", RUN, problem=r"3 ID.{0,3} in 'request\.csv' are in the test split and were never learned",
+    Case("request-test-split-ids", RUN,
+         problem=r"3 ID.{0,3} in 'request\.csv' are in the test split and were never learned",
          hint="only training samples can be forgotten",
          setup=_request_variant(lambda ids: "id\n" + "\n".join(ids + digits_ids("test")[:3].tolist()) + "\n")),
     Case("request-whole-training-set", RUN, problem=r"asks to forget all 179 training samples",
-         hint="retrain from scratch", setup=lambda ws: _write("request.csv", "id\n" + "\n".join(digits_ids("train")))(ws)),
+         hint="retrain from scratch",
+         setup=lambda ws: _write("request.csv", "id\n" + "\n".join(digits_ids("train")))(ws)),
     Case("request-50-mb-unknown", RUN, problem=r"3276800 of the 3276800 IDs in 'request\.csv' are not in dataset "
          r"'digits': unknown-0000000, .*, unknown-0000009, … \(3276790 more\)$", hint="IDs are case-sensitive",
          setup=_fifty_megabytes),
@@ -210,7 +212,8 @@ CASES = [
     Case("checkpoint-is-a-csv", [*RUN, "--checkpoint", "bad.pt"],
          problem=r"'bad\.pt' is not a readable torch file \(Unsupported operand 105\)",
          hint="truncated or not a checkpoint", setup=_write("bad.pt", "id,label\n1,2\n")),
-    Case("checkpoint-bare-state-dict", [*RUN, "--checkpoint", "bad.pt"], problem=r"is a bare state dict \(no manifest\)",
+    Case("checkpoint-bare-state-dict", [*RUN, "--checkpoint", "bad.pt"],
+         problem=r"is a bare state dict \(no manifest\)",
          hint="save_checkpoint", setup=_bare_state_dict),
     Case("checkpoint-pickled-code", [*RUN, "--checkpoint", "bad.pt"], problem="contains pickled code or objects",
          hint="save only tensors", setup=_pickled_code(2)),
@@ -238,11 +241,13 @@ CASES = [
     # the output folder and the trail
     Case("out-exists", RUN, problem=r"output 'runs/new' already exists", hint="--force",
          setup=_write("runs/new/keep.txt", "a previous run\n")),
-    Case("out-is-a-file", [*FORGET, "--out", "notes.txt", "--force"], problem=r"--out 'notes\.txt' is a file, not a run folder",
+    Case("out-is-a-file", [*FORGET, "--out", "notes.txt", "--force"],
+         problem=r"--out 'notes\.txt' is a file, not a run folder",
          hint="choose another --out", setup=_write("notes.txt", "not a run folder\n")),
     Case("out-is-the-request", [*FORGET, "--out", "request.csv"], problem=r"--out 'request\.csv' is a file",
          hint="choose another --out"),
-    Case("out-under-a-file", [*FORGET, "--out", "notes.txt/run"], problem=r"--out 'notes\.txt/run' lies under 'notes\.txt', which is a file",
+    Case("out-under-a-file", [*FORGET, "--out", "notes.txt/run"],
+         problem=r"--out 'notes\.txt/run' lies under 'notes\.txt', which is a file",
          hint="choose another --out", setup=_write("notes.txt", "not a folder\n")),
     Case("out-not-writable", [*FORGET, "--out", "/proc/auditkit-run", "--trail", "trail.jsonl"],
          problem=r"cannot write into '/proc'", hint="choose a writable --out"),
@@ -260,7 +265,8 @@ CASES = [
     # names: the closest one is suggested
     Case("unknown-method", [*RUN, "--method", "nabla_tau"], problem="unknown method 'nabla_tau'",
          hint="did you mean 'nabla-tau'"),
-    Case("unknown-attack", [*RUN, "--attacks", "lr-los"], problem="unknown attack 'lr-los'", hint="did you mean 'lr-loss'"),
+    Case("unknown-attack", [*RUN, "--attacks", "lr-los"], problem="unknown attack 'lr-los'",
+         hint="did you mean 'lr-loss'"),
     Case("unknown-dataset", ["train", "--dataset", "digit", "--out", "x.pt"], problem="unknown dataset 'digit'",
          hint="did you mean 'digits'"),
     Case("unknown-model", ["train", "--model", "mpl", "--out", "x.pt"], problem="unknown model 'mpl'",

@@ -33,7 +33,8 @@ from reliability_helpers import (
     start_paused_cli,
 )
 
-TRAIN = ["train", "--epochs", "20", "--out", "model.pt", "--force"]
+# Another seed: the replacement differs from model.pt, so a completed rename would show in its hash.
+TRAIN = ["train", "--epochs", "20", "--seed", "7", "--out", "model.pt", "--force"]
 FORGET_SECOND = [*FORGET, "--out", "runs/second"]
 WRITE = [*FORGET_SECOND, "--no-audit"]  # the write-phase kills need no battery before them
 

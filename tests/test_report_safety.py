@@ -77,7 +77,8 @@ def _hostile_table(path) -> list[str]:
 def hostile_run(tmp_path_factory):
     """(workspace, out folder, forget result) of a full audited run on the hostile table."""
     ws = tmp_path_factory.mktemp("hostile")
-    table = ws / BREAKOUT / TEMPLATE / "<script>alert(1)<" / "script>.csv"  # the path reads …<script>alert(1)</script>.csv
+    # Folder names cannot hold "/", so the script tag spans two of them: the path ends <script>alert(1)</script>.csv
+    table = ws / BREAKOUT / TEMPLATE / "<script>alert(1)<" / "script>.csv"
     _hostile_table(table)
     (ws / "hostile_attack.py").write_text(ATTACK, encoding="utf-8")
     (ws / "fast.toml").write_text(FAST, encoding="utf-8")
@@ -222,7 +223,8 @@ def test_a_record_rewritten_to_match_swapped_outputs_is_caught_by_the_trail(run_
     assert _verify(run_copy, "runs/first/record.json").code == 0
     result = _verify(run_copy, "--json", "runs/audit-trail.jsonl")
     assert result.code == 1 and json.loads(result.out)["bad_line"] == 1
-    assert "TAMPERED: line 1 names record first/record.json, whose SHA-256 no longer matches" in " ".join(result.err.split())
+    message = "TAMPERED: line 1 names record first/record.json, whose SHA-256 no longer matches"
+    assert message in " ".join(result.err.split())
 
 
 @pytest.mark.parametrize("outputs, problem", [
