@@ -18,10 +18,12 @@ from auditkit.progress import Progress
 from auditkit.registry import Registry
 from auditkit.training import TrainRecipe, accuracy, train_model
 from auditkit.unlearning import (
+    LOOP_OPTIONS,
     choose_batch_size,
     default_alpha,
     forget_epoch_count,
     linear_alphas,
+    resolve_loop,
     split_signals,
 )
 from auditkit_plugins.datasets.mnist1d_data import Mnist1dDataset
@@ -133,6 +135,21 @@ def test_batch_size_rule_keeps_256_on_large_data_and_enough_steps_on_small_data(
     assert choose_batch_size(n_retain=763, min_batch_size=1, min_retain_batches=64) == 11
     with pytest.raises(InputError):
         choose_batch_size(n_retain=0)
+
+
+def test_small_data_makes_more_passes_to_keep_the_step_count(digits_setup):
+    # Below 1,024 retain samples the batch floor (8) leaves fewer than 128 retain batches; the run
+    # makes up the ~3 × 128 steps with more passes instead of stopping after a few dozen.
+    model, build, recipe, data, forget, retain = digits_setup
+    task = _task(model, build, recipe, data, forget, retain)
+    options = {**LOOP_OPTIONS, "max_epochs": 1000}
+    config = resolve_loop(task, options, method="nabla-tau", retain_passes=3, alphas=lambda e: [0.1] * e)
+    assert len(retain) < 1_024 and config.batch_size == 8
+    steps = config.epochs * math.ceil(len(forget) / config.batch_size)
+    assert 3 * 128 - math.ceil(len(forget) / 8) < steps <= 3 * 128
+    explicit = resolve_loop(task, {**options, "batch_size": 8}, method="nabla-tau", retain_passes=3,
+                            alphas=lambda e: [0.1] * e)
+    assert explicit.epochs == math.ceil(len(retain) / 8) * 3 // math.ceil(len(forget) / 8)  # the official formula
 
 
 def test_resolved_settings_follow_the_rules(digits_setup):
@@ -275,8 +292,9 @@ def test_finetune_defaults_to_twice_the_nabla_tau_epochs(digits_setup):
     model, build, recipe, data, _, _ = digits_setup
     forget, retain = _forget_split(data, fraction=0.5, seed=0)  # equal sets: 3 and 6 epochs
     task = _task(model, build, recipe, data, forget, retain)
-    assert NablaTau().unlearn(task).settings["epochs"] == 3
-    finetune = Finetune().unlearn(_task(model, build, recipe, data, forget, retain))
+    # An explicit batch size keeps the official formula (the small-data step rule would lengthen both runs).
+    assert NablaTau(batch_size=8).unlearn(task).settings["epochs"] == 3
+    finetune = Finetune(batch_size=8).unlearn(_task(model, build, recipe, data, forget, retain))
     assert finetune.settings["epochs"] == 6 and finetune.settings["alpha0"] == 0.0
 
 
