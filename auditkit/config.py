@@ -51,6 +51,8 @@ else:  # pragma: no cover - Python 3.10 ships no TOML reader
     import tomli as tomllib
 
 CONFIG_NAME = "auditkit.toml"
+MAX_SEED = 2**32 - 1
+"""The largest seed every consumer accepts (scikit-learn's random_state stops at 2**32 - 1)."""
 _PLUGIN_KEYS = {"dataset": "datasets", "model": "models", "method": "methods"}
 _PATH_KEYS = ("checkpoint", "output_dir", "audit_trail")
 _STRING_KEYS = ("backend", "id_column")
@@ -126,10 +128,10 @@ def load_config(path: str | Path) -> Config:
             else:
                 problems.append(f"{key} must be a string, not {values[key]!r}")
     if "seed" in values:
-        if isinstance(values["seed"], int) and not isinstance(values["seed"], bool) and values["seed"] >= 0:
+        if isinstance(values["seed"], int) and not isinstance(values["seed"], bool) and 0 <= values["seed"] <= MAX_SEED:
             settings["seed"] = values["seed"]
         else:
-            problems.append(f"seed must be a non-negative integer, not {values['seed']!r}")
+            problems.append(f"seed must be a non-negative integer up to 2**32 - 1, not {values['seed']!r}")
     if "attacks" in values:
         attacks = _string_list("attacks", values["attacks"], problems)
         if attacks is not None:

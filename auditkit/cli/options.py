@@ -41,7 +41,10 @@ def plugins_option(function: Any) -> Any:
 
 
 def seed_option(function: Any) -> Any:
-    return click.option("--seed", type=int, default=None, help="Seed for a reproducible run [default: 0].")(function)
+    # Negative or huge seeds made torch, numpy or scikit-learn fail mid-run with a traceback. The range is
+    # auditkit.config.MAX_SEED, written out: importing auditkit.config here would load torch for --help.
+    return click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None,
+                        help="Seed for a reproducible run [default: 0].")(function)
 
 
 def run_options(function: Any) -> Any:
