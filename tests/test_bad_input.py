@@ -289,6 +289,12 @@ CASES = [
     Case("backend-cuda-without-gpu", [*RUN, "--backend", "cuda"], problem="backend 'cuda' cannot run",
          hint="--backend auto", marks=[NO_CUDA]),
     Case("seed-not-a-number", [*RUN, "--seed", "abc"], problem=r"Invalid value for '--seed'", hint="--help"),
+    Case("seed-negative", [*RUN, "--seed=-1"], problem=r"'--seed': -1 is not in the range 0<=x<=4294967295",
+         hint="--help"),
+    Case("seed-too-large", [*RUN, "--seed", str(2**70)], problem=r"'--seed': \d+ is not in the range", hint="--help"),
+    Case("config-seed-too-large", [*RUN, "--config", "big.toml"],
+         problem=r"seed must be a non-negative integer up to 2\*\*32 - 1, not 1099511627776",
+         hint=r"fix them in big\.toml", setup=_write("big.toml", f"seed = {2**40}\n")),
     Case("audit-without-checkpoint", ["audit", "--ids", "request.csv", "--out", "runs/new"],
          problem="needs --checkpoint", hint="--help"),
 ]
