@@ -228,6 +228,11 @@ def resolve_loop(
     if batch_size < 1 or epochs < 1 or tau_every < 1:
         raise InputError("batch_size, epochs and tau_every must be positive",
                          hint="leave batch_size and epochs unset to use the documented rules")
+    # Torch's AdamW and LinearLR refuse these too, but only with a traceback once the data is loaded.
+    rates = {name: float(options[name]) for name in ("lr", "weight_decay", "lr_end_factor")}
+    if not (all(0 <= value < math.inf for value in rates.values()) and rates["lr_end_factor"] <= 1):
+        raise InputError(f"out of range: {', '.join(f'{k}={v:g}' for k, v in rates.items())}",
+                         hint="use lr >= 0, weight_decay >= 0 and 0 <= lr_end_factor <= 1")
     return LoopConfig(
         method=method, alphas=alphas(epochs), batch_size=batch_size, lr=float(options["lr"]),
         weight_decay=float(options["weight_decay"]), lr_end_factor=float(options["lr_end_factor"]),
