@@ -34,7 +34,15 @@ class TrainRecipe:
                 f"unknown training recipe fields {sorted(unknown)}",
                 hint=f"valid fields: {', '.join(cls.__dataclass_fields__)}",
             )
-        return cls(**values)
+        recipe = cls(**values)
+        # Out of range, torch fails mid-run with a traceback, or epochs=0 silently writes an untrained model.
+        bad = [f"{name}={getattr(recipe, name)!r}" for name, ok in (
+            ("epochs", recipe.epochs >= 1), ("batch_size", recipe.batch_size >= 1),
+            ("lr", 0 <= recipe.lr < math.inf), ("weight_decay", 0 <= recipe.weight_decay < math.inf)) if not ok]
+        if bad:
+            raise InputError(f"training recipe out of range: {', '.join(bad)}",
+                             hint="use epochs >= 1, batch_size >= 1, lr >= 0 and weight_decay >= 0")
+        return recipe
 
 
 def make_optimizer(recipe: TrainRecipe, parameters) -> torch.optim.Optimizer:
