@@ -238,6 +238,12 @@ CASES = [
          hint="features must be numeric", setup=_write("data.csv", _table(cell=lambda i: "seven" if i == 7 else "2"))),
     Case("csv-single-class", CSV_TRAIN, problem=r"has a single class \(0\)", hint="at least two classes",
          setup=_write("data.csv", _table(label=lambda i: 0))),
+    Case("train-negative-lr", ["train", "--lr", "-1", "--out", "x.pt"],
+         problem=r"training recipe out of range: lr=-1\.0", hint="lr >= 0"),
+    Case("train-zero-epochs", ["train", "--epochs", "0", "--out", "x.pt"],
+         problem=r"training recipe out of range: epochs=0", hint="epochs >= 1"),
+    Case("train-zero-batch", ["train", "--batch-size", "0", "--out", "x.pt"],
+         problem=r"training recipe out of range: batch_size=0", hint="batch_size >= 1"),
     # the output folder and the trail
     Case("out-exists", RUN, problem=r"output 'runs/new' already exists", hint="--force",
          setup=_write("runs/new/keep.txt", "a previous run\n")),
