@@ -244,6 +244,8 @@ CASES = [
          problem=r"training recipe out of range: epochs=0", hint="epochs >= 1"),
     Case("train-zero-batch", ["train", "--batch-size", "0", "--out", "x.pt"],
          problem=r"training recipe out of range: batch_size=0", hint="batch_size >= 1"),
+    Case("train-zero-width-model", ["train", "--model-option", "widths=0", "--out", "x.pt"],
+         problem=r"mlp widths must be positive, not \[0\]", hint="widths=256"),
     # the output folder and the trail
     Case("out-exists", RUN, problem=r"output 'runs/new' already exists", hint="--force",
          setup=_write("runs/new/keep.txt", "a previous run\n")),
