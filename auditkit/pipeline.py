@@ -363,8 +363,17 @@ def _inputs(settings: RunSettings, loaded: _Loaded) -> dict[str, str]:
     return inputs
 
 
-def _load_model(path: Path | None, registry: Registry, device: torch.device) -> torch.nn.Module | None:
-    return None if path is None else load_checkpoint(path, registry=registry).model.to(device).eval()
+def _load_model(path: Path | None, registry: Registry, device: torch.device, data: SampleSet
+                ) -> torch.nn.Module | None:
+    """The --retrained model, refused unless it was trained on ``data``'s dataset, options and split."""
+    if path is None:
+        return None
+    loaded = load_checkpoint(path, registry=registry)
+    try:
+        check_matches_dataset(loaded.manifest, data)
+    except InputError as exc:  # verdicts judged against a model of other data would mean nothing
+        raise InputError(f"--retrained {str(path)!r}: {exc.message}", hint=exc.hint) from None
+    return loaded.model.to(device).eval()
 
 
 def _finish(settings: RunSettings, record: RunRecord, tmp: Path) -> tuple[RunRecord, TrailLine]:
@@ -410,7 +419,7 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
     started = utc_now()
     resolved = _resolve(settings, with_method=True)
     loaded = _load(settings, resolved.registry, settings.checkpoint)
-    retrained = _load_model(settings.retrained, resolved.registry, resolved.device)
+    retrained = _load_model(settings.retrained, resolved.registry, resolved.device, loaded.data)
     manifest = loaded.checkpoint.manifest
     original = loaded.checkpoint.model.to(resolved.device).eval()
 
@@ -483,9 +492,13 @@ def run_audit_checkpoint(settings: RunSettings, *, progress: ProgressCallback = 
     if original.manifest.dataset != loaded.checkpoint.manifest.dataset:
         raise InputError(f"the original checkpoint is for dataset {original.manifest.dataset!r}, the audited one "
                          f"for {loaded.checkpoint.manifest.dataset!r}", hint="pass checkpoints of the same dataset")
+    try:  # same dataset name, but also the same options and training split
+        check_matches_dataset(original.manifest, loaded.data)
+    except InputError as exc:
+        raise InputError(f"--original {str(settings.original)!r}: {exc.message}", hint=exc.hint) from None
     models = {"original": original.model.to(resolved.device).eval(),
               "unlearned": loaded.checkpoint.model.to(resolved.device).eval()}
-    retrained = _load_model(settings.retrained, resolved.registry, resolved.device)
+    retrained = _load_model(settings.retrained, resolved.registry, resolved.device, loaded.data)
     if retrained is not None:
         models["retrained"] = retrained
     audit = _audit(settings, resolved, loaded, models, progress)
