@@ -117,6 +117,12 @@ def _other_dataset(ws: Path) -> None:
     assert result.code == 0, result.err
 
 
+def _other_split(ws: Path) -> None:
+    result = run_cli_here(["-q", "train", "--dataset-option", "split_seed=3", "--epochs", "1", "--out", "split3.pt"],
+                          cwd=ws)
+    assert result.code == 0, result.err
+
+
 # ---------------------------------------------------------------- csv datasets
 
 CSV_TRAIN = ["train", "--dataset", "csv", "--dataset-option", "path=data.csv", "--epochs", "1", "--out", "csv.pt"]
@@ -231,6 +237,16 @@ CASES = [
                                           "bc.pt", "--config", "fast.toml", "--out", "runs/new"],
          problem="the original checkpoint is for dataset 'breast-cancer', the audited one for 'digits'",
          hint="same dataset", setup=_other_dataset),
+    Case("retrained-other-dataset", [*RUN, "--retrained", "bc.pt"],
+         problem=r"--retrained 'bc\.pt': the checkpoint was trained on dataset 'breast-cancer', not 'digits'",
+         hint="--dataset breast-cancer", setup=_other_dataset),
+    Case("retrained-other-split", [*RUN, "--retrained", "split3.pt"],
+         problem=r"--retrained 'split3\.pt': dataset 'digits' has a different training split", hint="split_seed",
+         setup=_other_split),
+    Case("audit-original-other-split", ["audit", "--ids", "request.csv", "--checkpoint", "model.pt", "--original",
+                                        "split3.pt", "--config", "fast.toml", "--out", "runs/new"],
+         problem=r"--original 'split3\.pt': dataset 'digits' has a different training split", hint="split_seed",
+         setup=_other_split),
     # a user's CSV dataset
     Case("csv-missing-values", CSV_TRAIN, problem=r"line 5: column 'f1' has a missing value", hint="fill or drop",
          setup=_write("data.csv", _table(cell=lambda i: "NA" if i == 3 else "1.5"))),
