@@ -28,7 +28,14 @@ import torch
 
 from auditkit import __version__
 from auditkit.audit import DEFAULT_ATTACKS, Policy, run_audit
-from auditkit.checkpoint import check_matches_dataset, load_checkpoint, model_builder, save_checkpoint, train_checkpoint
+from auditkit.checkpoint import (
+    check_matches_dataset,
+    ids_sha256,
+    load_checkpoint,
+    model_builder,
+    save_checkpoint,
+    train_checkpoint,
+)
 from auditkit.data import SampleSet
 from auditkit.errors import AuditkitError, InputError, RunError
 from auditkit.fsutil import atomic_write_text, sha256_file
@@ -363,14 +370,18 @@ def _inputs(settings: RunSettings, loaded: _Loaded) -> dict[str, str]:
     return inputs
 
 
-def _load_model(path: Path | None, registry: Registry, device: torch.device, data: SampleSet
-                ) -> torch.nn.Module | None:
-    """The --retrained model, refused unless it was trained on ``data``'s dataset, options and split."""
+def _load_model(path: Path | None, registry: Registry, device: torch.device, data: SampleSet,
+                retain: np.ndarray) -> torch.nn.Module | None:
+    """The --retrained model, refused unless it was trained on ``data``'s training split or on exactly
+    its ``retain`` positions (a manifest that lists the retain set, as a model retrained elsewhere would)."""
     if path is None:
         return None
     loaded = load_checkpoint(path, registry=registry)
+    manifest = loaded.manifest
+    if manifest.train_ids_sha256 == ids_sha256(data.ids[retain]):
+        manifest = dataclasses.replace(manifest, train_ids_sha256=ids_sha256(data.ids[data.indices("train")]))
     try:
-        check_matches_dataset(loaded.manifest, data)
+        check_matches_dataset(manifest, data)
     except InputError as exc:  # verdicts judged against a model of other data would mean nothing
         raise InputError(f"--retrained {str(path)!r}: {exc.message}", hint=exc.hint) from None
     return loaded.model.to(device).eval()
@@ -419,7 +430,7 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
     started = utc_now()
     resolved = _resolve(settings, with_method=True)
     loaded = _load(settings, resolved.registry, settings.checkpoint)
-    retrained = _load_model(settings.retrained, resolved.registry, resolved.device, loaded.data)
+    retrained = _load_model(settings.retrained, resolved.registry, resolved.device, loaded.data, loaded.retain)
     manifest = loaded.checkpoint.manifest
     original = loaded.checkpoint.model.to(resolved.device).eval()
 
@@ -498,7 +509,7 @@ def run_audit_checkpoint(settings: RunSettings, *, progress: ProgressCallback = 
         raise InputError(f"--original {str(settings.original)!r}: {exc.message}", hint=exc.hint) from None
     models = {"original": original.model.to(resolved.device).eval(),
               "unlearned": loaded.checkpoint.model.to(resolved.device).eval()}
-    retrained = _load_model(settings.retrained, resolved.registry, resolved.device, loaded.data)
+    retrained = _load_model(settings.retrained, resolved.registry, resolved.device, loaded.data, loaded.retain)
     if retrained is not None:
         models["retrained"] = retrained
     audit = _audit(settings, resolved, loaded, models, progress)
