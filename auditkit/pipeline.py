@@ -470,19 +470,30 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
             dataset=_dataset_block(loaded.data),
             checkpoints={"original": {"path": str(settings.checkpoint), "sha256": loaded.checkpoint.sha256},
                          "unlearned": {"path": MODEL_FILE, "sha256": unlearned_sha},
-                         **({"retrained": {"path": str(settings.retrained), "sha256": sha256_file(settings.retrained)}}
-                            if settings.retrained else {})},
+                         **_retrained_block(settings)},
             method={"name": settings.method, "options": dict(resolved.method.options),
                     "settings": dict(outcome.settings), "backend": outcome.backend},
             history=list(outcome.history),
             audit=audit,
-            provenance=collect_provenance(seed=settings.seed, backend=outcome.backend, plugins=plugins,
-                                          config_sha256=sha256_file(settings.config_path) if settings.config_path else None,
-                                          inputs=_inputs(settings, loaded), started=started, finished=utc_now()),
+            provenance=_provenance(settings, loaded, backend=outcome.backend, plugins=plugins, started=started),
         )
         record, line = _finish(settings, record, tmp)
     return RunOutcome(record=record, out=settings.out, trail=settings.trail, trail_line=line,
                       warnings=loaded.request.warnings())
+
+
+def _retrained_block(settings: RunSettings) -> dict[str, dict[str, str]]:
+    """The record's entry for the --retrained reference checkpoint, if one was given."""
+    if not settings.retrained:
+        return {}
+    return {"retrained": {"path": str(settings.retrained), "sha256": sha256_file(settings.retrained)}}
+
+
+def _provenance(settings: RunSettings, loaded: _Loaded, *, backend: str | None, plugins: list[dict[str, str]],
+                started: str) -> dict:
+    config_sha256 = sha256_file(settings.config_path) if settings.config_path else None
+    return collect_provenance(seed=settings.seed, backend=backend, plugins=plugins, config_sha256=config_sha256,
+                              inputs=_inputs(settings, loaded), started=started, finished=utc_now())
 
 
 def _accuracies(model: torch.nn.Module, loaded: _Loaded, device: torch.device) -> dict[str, float]:
@@ -526,12 +537,9 @@ def run_audit_checkpoint(settings: RunSettings, *, progress: ProgressCallback = 
             dataset=_dataset_block(loaded.data),
             checkpoints={"original": {"path": str(settings.original), "sha256": original.sha256},
                          "audited": {"path": str(settings.checkpoint), "sha256": loaded.checkpoint.sha256},
-                         **({"retrained": {"path": str(settings.retrained), "sha256": sha256_file(settings.retrained)}}
-                            if settings.retrained else {})},
+                         **_retrained_block(settings)},
             method=None, history=[], audit=audit,
-            provenance=collect_provenance(seed=settings.seed, backend=resolved.backend, plugins=plugins,
-                                          config_sha256=sha256_file(settings.config_path) if settings.config_path else None,
-                                          inputs=_inputs(settings, loaded), started=started, finished=utc_now()),
+            provenance=_provenance(settings, loaded, backend=resolved.backend, plugins=plugins, started=started),
         )
         record, line = _finish(settings, record, tmp)
     return RunOutcome(record=record, out=settings.out, trail=settings.trail, trail_line=line,
