@@ -47,10 +47,11 @@ from auditkit.reference_models import ReferenceTrainer
 from auditkit.registry import Registry
 from auditkit.report import render_report
 from auditkit.request import parse_request, resolve_request
-from auditkit.trail import RECORD_FILE, TrailLine, append_to_trail, trail_key_from_env, verify_trail
+from auditkit.trail import RECORD_FILE, TrailLine, append_to_trail, line_naming_record, trail_key_from_env, verify_trail
 from auditkit.training import accuracy
 
 MODEL_FILE = "model.pt"
+RETRAINED_FILE = "retrained.pt"
 REPORT_FILE = "report.html"
 TRAIL_FILE = "audit-trail.jsonl"
 
@@ -76,7 +77,8 @@ class RunSettings:
 
     For ``forget``, ``checkpoint`` is the original model; for ``audit`` it is the model under audit and
     ``original`` the model it came from. ``retrained`` is an optional model retrained without the
-    forget set, against which the verdicts are then judged.
+    forget set, against which the verdicts are then judged; ``retrain_reference`` has ``forget`` train
+    that model itself (the checkpoint's recipe on the retain set) and write it as retrained.pt.
     """
 
     checkpoint: Path
@@ -97,6 +99,7 @@ class RunSettings:
     config_path: Path | None = None
     original: Path | None = None
     retrained: Path | None = None
+    retrain_reference: bool = False
     dataset: str | None = None
 
 
@@ -229,6 +232,11 @@ def _resolve(settings: RunSettings, *, with_method: bool) -> _Resolved:
         if not check.ok:
             raise RunError(f"audit trail {str(settings.trail)!r} is broken: {check.problem}",
                            hint=f"investigate with `auditkit verify {settings.trail}`, or start a new trail with --trail")
+        logged = line_naming_record(settings.trail, settings.out / RECORD_FILE) if settings.out.is_dir() else None
+        if logged is not None:  # --force would replace evidence the trail vouches for, breaking it for good
+            raise InputError(f"--out {str(settings.out)!r} holds the run recorded on line {logged} of the audit "
+                             "trail; replacing it would break the trail",
+                             hint="choose another --out (runs are never replaced once logged)")
     return _Resolved(registry, method, attacks, policy, plugins, backend, device)
 
 
@@ -390,7 +398,8 @@ def _load_model(path: Path | None, registry: Registry, device: torch.device, dat
 def _finish(settings: RunSettings, record: RunRecord, tmp: Path) -> tuple[RunRecord, TrailLine]:
     """Render the report, hash the outputs, write the record, append the trail line, publish."""
     atomic_write_text(tmp / REPORT_FILE, render_report(record))
-    record.outputs = {name: sha256_file(tmp / name) for name in (MODEL_FILE, REPORT_FILE) if (tmp / name).exists()}
+    record.outputs = {name: sha256_file(tmp / name) for name in (MODEL_FILE, RETRAINED_FILE, REPORT_FILE)
+                      if (tmp / name).exists()}
     record.write(tmp / RECORD_FILE)
     final_record = settings.out / RECORD_FILE
     try:
@@ -445,6 +454,15 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
     unlearned = copy.deepcopy(original)
     unlearned.load_state_dict(outcome.state_dict)
     unlearned.eval()
+    reference = None
+    if settings.retrain_reference:
+        # The gold standard, trained like the original but without the forget set: the verdicts and the
+        # report then say how far the unlearned model is from it, not only from chance.
+        retrain = resolved.registry.create("methods", "retrain")
+        reference = retrain.unlearn(dataclasses.replace(task, model=copy.deepcopy(original)), progress=progress)
+        retrained = copy.deepcopy(original)
+        retrained.load_state_dict(reference.state_dict)
+        retrained.eval()
 
     audit = None
     if settings.audit:
@@ -458,6 +476,13 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
         # same data), with the unlearned model's own accuracies instead of the original's.
         unlearned_manifest = dataclasses.replace(manifest, metrics=_accuracies(unlearned, loaded, resolved.device))
         unlearned_sha = save_checkpoint(tmp / MODEL_FILE, state_dict=outcome.state_dict, manifest=unlearned_manifest)
+        reference_block = _retrained_block(settings)
+        if reference is not None:
+            # Like model.pt (and `forget --method retrain`), it keeps the original's split fingerprint, so
+            # `auditkit audit --checkpoint retrained.pt` and `--retrained retrained.pt` accept it.
+            retrained_manifest = dataclasses.replace(manifest, metrics=_accuracies(retrained, loaded, resolved.device))
+            reference_block = {"retrained": {"path": RETRAINED_FILE, "sha256": save_checkpoint(
+                tmp / RETRAINED_FILE, state_dict=reference.state_dict, manifest=retrained_manifest)}}
         passed = None if audit is None else bool(audit["passed"])
         plugins = [*resolved.plugins, _plugin_entry(resolved.registry, "datasets", manifest.dataset),
                    _plugin_entry(resolved.registry, "models", manifest.model)]
@@ -470,9 +495,10 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
             dataset=_dataset_block(loaded.data),
             checkpoints={"original": {"path": str(settings.checkpoint), "sha256": loaded.checkpoint.sha256},
                          "unlearned": {"path": MODEL_FILE, "sha256": unlearned_sha},
-                         **_retrained_block(settings)},
+                         **reference_block},
             method={"name": settings.method, "options": dict(resolved.method.options),
-                    "settings": dict(outcome.settings), "backend": outcome.backend},
+                    "settings": dict(outcome.settings), "backend": outcome.backend,
+                    **({"reference": {"name": "retrain", "settings": dict(reference.settings)}} if reference else {})},
             history=list(outcome.history),
             audit=audit,
             provenance=_provenance(settings, loaded, backend=outcome.backend, plugins=plugins, started=started),

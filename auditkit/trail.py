@@ -153,6 +153,20 @@ def append_to_trail(path: str | os.PathLike[str], entry: dict[str, Any], *, key:
     return TrailLine(index=index, line_sha256=sha256_bytes(line.encode("utf-8")), prev_sha256=prev, entry=entry)
 
 
+def line_naming_record(path: str | os.PathLike[str], record: str | os.PathLike[str]) -> int | None:
+    """The 1-based number of the trail line whose entry names ``record`` (a path), or None."""
+    trail = Path(path)
+    wanted = Path(record).resolve()
+    for number, text in enumerate(_read_lines(trail), start=1):
+        try:
+            name = json.loads(text)["entry"]["record"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if isinstance(name, str) and (Path(name) if Path(name).is_absolute() else trail.parent / name).resolve() == wanted:
+            return number
+    return None
+
+
 def _check_line(text: str, position: int, prev: str, key: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
     """Parse and check one line; returns (parsed line, problem)."""
     try:

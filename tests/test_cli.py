@@ -209,6 +209,9 @@ def _snapshot(folder: Path) -> dict[str, str]:
         (["--config", "broken.toml"], "2 problems"),
         (["--out", "runs", "--force"], "would replace"),
         (["--trail", "runs/never/trail.jsonl"], "would replace"),
+        (["--out", "runs/first", "--force"], "recorded on line 1 of the audit trail"),
+        (["--retrain-reference", "--retrained", "runs/digits-mlp.pt"], "both name the retrained reference"),
+        (["--retrain-reference", "--no-audit"], "cannot be combined with --no-audit"),
     ],
 )
 def test_bad_input_exits_2_with_a_hint_and_changes_nothing(workspace, first_run, capsys, monkeypatch, args, fragment):
@@ -223,6 +226,28 @@ def test_bad_input_exits_2_with_a_hint_and_changes_nothing(workspace, first_run,
     assert _snapshot(workspace) == before
     if "unknown.csv" in args:
         assert HOSTILE in err  # an untrusted ID is printed verbatim, never interpreted as rich markup
+
+
+def test_retrain_reference_trains_writes_and_judges_against_the_retrained_model(workspace, first_run, capsys,
+                                                                                  monkeypatch):
+    monkeypatch.chdir(workspace)
+    code, _, err = invoke(capsys, "forget", "--ids", "request.csv", "--out", "runs/with-reference",
+                          "--retrain-reference")
+    run = Path("runs/with-reference")
+    record = RunRecord.load(run / "record.json")
+    assert code in (0, 1), err
+    assert sorted(p.name for p in run.iterdir()) == ["model.pt", "record.json", "report.html", "retrained.pt"]
+    assert record.checkpoints["retrained"] == {"path": "retrained.pt", "sha256": sha256_file(run / "retrained.pt")}
+    assert record.outputs["retrained.pt"] == record.checkpoints["retrained"]["sha256"]
+    assert record.method["reference"]["name"] == "retrain"
+    assert {u["model"] for u in record.audit["utility"]} == {"original", "unlearned", "retrained"}
+    judged = [v for v in record.audit["verdicts"] if v["attack"] in {"loss", "lr-loss"}]
+    assert judged and all(v["reference_value"] is not None for v in judged)
+    # The retrained model audits as a model of the same dataset and split, and the run verifies.
+    assert invoke(capsys, "audit", "--checkpoint", str(run / "retrained.pt"), "--ids", "request.csv",
+                  "--out", "runs/audit-of-retrained")[0] in (0, 1)
+    assert invoke(capsys, "verify", str(run / "record.json"))[0] == 0
+    assert "retrained reference" in (run / "report.html").read_text(encoding="utf-8")
 
 
 def test_interrupt_exits_130_and_leaves_no_output(workspace, first_run, capsys, monkeypatch):

@@ -17,6 +17,9 @@ from auditkit.cli.options import output_options, run_options, settings_from_opti
 @click.option("--option", "method_options", multiple=True, metavar="KEY=VALUE",
               help="Option of the method (repeatable), e.g. --option per_sample=true.")
 @click.option("--no-audit", is_flag=True, help="Skip the membership-inference battery (the report says so).")
+@click.option("--retrain-reference", is_flag=True,
+              help="Also retrain from scratch without the samples (the checkpoint's own recipe), write it as "
+                   "retrained.pt and judge the verdicts against it. Costs one training run.")
 @run_options
 @output_options
 @click.pass_obj
@@ -24,7 +27,8 @@ def forget(app: Application, **flags) -> int:
     """Forget the samples in --ids from a trained model and prove it with a membership-inference audit.
 
     \b
-    Writes into --out (default runs/<UTC time>): model.pt (the unlearned checkpoint), record.json
+    Writes into --out (default runs/<UTC time>): model.pt (the unlearned checkpoint), retrained.pt
+    (with --retrain-reference), record.json
     (request hash, checkpoint hashes, method, history, attack results, provenance) and report.html,
     and appends one line to the audit trail. Exit code 0 when the audit passes (or is skipped), 1 when
     it fails the policy.
@@ -34,9 +38,13 @@ def forget(app: Application, **flags) -> int:
 
     # Flags that only feed the battery would be silently ignored: the user meant one or the other.
     unused = [flag for flag, key in (("--attacks", "attacks"), ("--retrained", "retrained")) if flags[key] is not None]
+    unused += ["--retrain-reference"] if flags["retrain_reference"] else []
     if flags["no_audit"] and unused:
         raise InputError(f"{' and '.join(unused)} cannot be combined with --no-audit, which skips the battery",
                          hint=f"drop --no-audit to audit, or drop {' and '.join(unused)}")
+    if flags["retrain_reference"] and flags["retrained"] is not None:
+        raise InputError("--retrain-reference and --retrained both name the retrained reference model",
+                         hint="pass --retrained PATH to use a model you retrained, or --retrain-reference to train one")
     settings = settings_from_options(flags, kind="forget")
     app.detail(f"forgetting with {settings.method} from {settings.checkpoint} into {settings.out}")
     with app.progress() as progress:

@@ -112,7 +112,8 @@ def settings_from_options(flags: dict[str, Any], *, kind: str) -> Any:
         backend=config.backend or "auto", seed=0 if config.seed is None else config.seed,
         audit=not flags.get("no_audit", False), include_ids=flags["include_ids"], force=flags["force"],
         id_column=config.id_column, plugin_files=list(config.plugins), config_path=config.source,
-        retrained=flags["retrained"], dataset=config.dataset, original=original,
+        retrained=flags["retrained"], retrain_reference=flags.get("retrain_reference", False),
+        dataset=config.dataset, original=original,
     )
 
 
