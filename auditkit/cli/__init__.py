@@ -32,7 +32,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, json_output: bool, thread
     attacks, and write a compliance report.
 
     \b
-    Quick start:  auditkit train  &&  auditkit forget --ids examples/request.csv
+    Quick start:  auditkit train  &&  auditkit forget --ids examples/request.csv --retrain-reference
     Exit codes: 0 audit passed, 1 audit failed the policy (or verify found tampering),
     2 usage error or bad input, 3 runtime or plugin error, 130 interrupted (Ctrl-C or SIGTERM).
     """
