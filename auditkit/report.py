@@ -29,7 +29,7 @@ matplotlib.use("Agg")  # before pyplot could ever be imported elsewhere: the rep
 
 from matplotlib.backends.backend_svg import FigureCanvasSVG  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 MAX_EXPOSED_IDS = 25
 _MODEL_COLOURS = {"original": "#b2182b", "unlearned": "#2166ac", "retrained": "#4d9221"}
@@ -59,6 +59,11 @@ def _svg(figure: Figure) -> Markup:
     buffer = io.StringIO()
     FigureCanvasSVG(figure).print_svg(buffer, metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     return Markup(_SVG_PROLOGUE.sub("", buffer.getvalue(), count=1))
+
+
+#: Log-axis tick labels as plain numbers (0.001, 0.01, ...): the default ones are mathtext, which
+#: text.parse_math=False (needed for "$" in plugin names) would print raw.
+_PLAIN_TICKS = FuncFormatter(lambda value, _position: f"{value:g}")
 
 
 def _colour(name: str, index: int) -> str:
@@ -92,6 +97,8 @@ def _roc_chart(attacks: list[dict[str, Any]], models: Sequence[str]) -> Markup |
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.minorticks_off()  # hundreds of minor log ticks cost most of the render time and add nothing
+            ax.xaxis.set_major_formatter(_PLAIN_TICKS)
+            ax.yaxis.set_major_formatter(_PLAIN_TICKS)
             ax.set_xlim(floor, 1)
             ax.set_ylim(floor, 1.05)
             ax.set_title(f"{model} model, forget vs test")
@@ -126,6 +133,7 @@ def _loss_histograms(losses: dict[str, dict[str, list[float]]], models: Sequence
                         edgecolor=colour, linewidth=0.8, label=f"{group} (n={len(data)})")
             ax.set_xscale("log")
             ax.minorticks_off()
+            ax.xaxis.set_major_formatter(_PLAIN_TICKS)
             ax.set_title(f"{model} model")
             ax.set_xlabel("cross-entropy loss (log scale)")
             ax.legend(loc="upper left")

@@ -41,6 +41,13 @@ def test_report_is_self_contained(hostile_html):
     assert hostile_html.count("<svg") == 3  # ROC, loss histograms, history
 
 
+def test_log_axis_ticks_are_plain_numbers(plain_html):
+    # Mathtext is off (a "$" in a plugin name must print as typed), so the default log tick labels
+    # would show their raw source, e.g. "$\mathdefault{10^{-3}}$".
+    assert "mathdefault" not in plain_html and "10^{" not in plain_html
+    assert re.search(r">0\.01<", plain_html)
+
+
 @pytest.fixture(scope="module")
 def plain_html() -> str:
     return render_report(sample_record())
