@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from auditkit import __version__
-from auditkit.audit import DEFAULT_ATTACKS, Policy, run_audit
+from auditkit.audit import DEFAULT_ATTACKS, Policy, check_battery, run_audit
 from auditkit.checkpoint import (
     check_matches_dataset,
     ids_sha256,
@@ -209,6 +209,9 @@ def _resolve(settings: RunSettings, *, with_method: bool) -> _Resolved:
         problems.append(InputError(f"an attack is listed twice in {', '.join(names)}", hint="list each attack once"))
     attacks = [attempt(lambda name=name: registry.create("attacks", name)) for name in names]
     policy = attempt(lambda: Policy.from_dict(settings.policy)) if settings.audit else None
+    if settings.audit and policy is not None and all(attacks):
+        # e.g. a battery without the policy's exposure attack: found now, not after the unlearning.
+        attempt(lambda: check_battery(attacks, policy, has_reference_trainer=True))
     if len(problems) == 1:
         raise problems[0]
     if problems:

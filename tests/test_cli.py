@@ -212,6 +212,7 @@ def _snapshot(folder: Path) -> dict[str, str]:
         (["--out", "runs/first", "--force"], "recorded on line 1 of the audit trail"),
         (["--retrain-reference", "--retrained", "runs/digits-mlp.pt"], "both name the retrained reference"),
         (["--retrain-reference", "--no-audit"], "cannot be combined with --no-audit"),
+        (["--attacks", "lr-loss"], "exposure attack 'loss' is not in the battery"),
     ],
 )
 def test_bad_input_exits_2_with_a_hint_and_changes_nothing(workspace, first_run, capsys, monkeypatch, args, fragment):
