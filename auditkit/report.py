@@ -141,6 +141,18 @@ def _loss_histograms(losses: dict[str, dict[str, list[float]]], models: Sequence
         return _svg(figure)
 
 
+#: Most epochs the history table lists; longer runs show evenly spaced epochs and always the last.
+MAX_HISTORY_ROWS = 20
+
+
+def _history_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """At most :data:`MAX_HISTORY_ROWS` history entries, evenly spaced, first and last included."""
+    if len(history) <= MAX_HISTORY_ROWS:
+        return list(history)
+    step = math.ceil((len(history) - 1) / (MAX_HISTORY_ROWS - 1))
+    return [*history[:-1:step], history[-1]]
+
+
 def _history_chart(history: list[dict[str, Any]]) -> Markup | None:
     """MIA, τ and forget loss over the unlearning epochs."""
     if not history:
@@ -245,6 +257,7 @@ def report_context(record: RunRecord) -> dict[str, Any]:
         "roc_chart": _roc_chart(attacks, models) if audit else None,
         "loss_chart": _loss_histograms(audit["losses"], models) if audit else None,
         "history_chart": _history_chart(record.history),
+        "history_rows": _history_rows(record.history),
         "history_keys": [k for k in ("epoch", "tau", "alpha", "lr", "forget_loss", "retain_loss",
                                      "forget_below_tau", "test_accuracy", "mia")
                          if any(k in h for h in record.history)],

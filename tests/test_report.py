@@ -101,3 +101,14 @@ def test_write_report_is_atomic_and_complete(tmp_path):
     text = target.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+
+
+def test_a_long_history_is_sampled_in_the_table_but_kept_in_the_record():
+    record = sample_record()
+    record.history = [{**record.history[0], "epoch": e} for e in range(1, 97)]
+    html = render_report(record)
+    table = html.split("Unlearning over epochs", 1)[1].split("</table>", 1)[0]
+    assert table.count("<tr>") == 1 + 20  # header + 20 epochs, the first and the last among them
+    assert ">96<" in table and ">1<" in table
+    assert "20 of 96 epochs shown" in html
+
