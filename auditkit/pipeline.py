@@ -88,6 +88,7 @@ class RunSettings:
     method: str = "nabla-tau"
     method_options: dict[str, Any] = field(default_factory=dict)
     attacks: list[str] | None = None
+    attack_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     policy: dict[str, Any] = field(default_factory=dict)
     backend: str = "auto"
     seed: int = 0
@@ -207,7 +208,11 @@ def _resolve(settings: RunSettings, *, with_method: bool) -> _Resolved:
     names = (list(settings.attacks) if settings.attacks else list(DEFAULT_ATTACKS)) if settings.audit else []
     if len(set(names)) != len(names):
         problems.append(InputError(f"an attack is listed twice in {', '.join(names)}", hint="list each attack once"))
-    attacks = [attempt(lambda name=name: registry.create("attacks", name)) for name in names]
+    attacks = [attempt(lambda name=name: registry.create("attacks", name, **settings.attack_options.get(name, {})))
+               for name in names]
+    for name in sorted(set(settings.attack_options) - set(names)):
+        problems.append(InputError(f"--attack-option names attack {name!r}, which is not in the battery",
+                                   hint=f"add {name} to --attacks, or drop its options"))
     policy = attempt(lambda: Policy.from_dict(settings.policy)) if settings.audit else None
     if settings.audit and policy is not None and all(attacks):
         # e.g. a battery without the policy's exposure attack: found now, not after the unlearning.
@@ -220,7 +225,8 @@ def _resolve(settings: RunSettings, *, with_method: bool) -> _Resolved:
         raise type(problems[0])(f"{len(problems)} problems: {listed}",
                                 hint="; ".join(dict.fromkeys(p.hint for p in problems if p.hint)))
     plugins = ([_plugin_entry(registry, "methods", settings.method)] if with_method else []) + \
-        [_plugin_entry(registry, "attacks", name) for name in names]
+        [{**_plugin_entry(registry, "attacks", name), "options": dict(attack.options)}
+         for name, attack in zip(names, attacks)]
     device = run_device(settings.backend)
     backend = resolve_backend(settings.backend, device)
     if settings.out.exists() and not settings.out.is_dir():  # --force replaces run folders, never a file

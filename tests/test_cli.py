@@ -213,6 +213,9 @@ def _snapshot(folder: Path) -> dict[str, str]:
         (["--retrain-reference", "--retrained", "runs/digits-mlp.pt"], "both name the retrained reference"),
         (["--retrain-reference", "--no-audit"], "cannot be combined with --no-audit"),
         (["--attacks", "lr-loss"], "exposure attack 'loss' is not in the battery"),
+        (["--attack-option", "lira-offline.references=2"], "which is not in the battery"),
+        (["--attacks", "loss", "--attack-option", "loss.nope=1"], "has no option 'nope'"),
+        (["--attack-option", "references=2"], "does not name its attack"),
     ],
 )
 def test_bad_input_exits_2_with_a_hint_and_changes_nothing(workspace, first_run, capsys, monkeypatch, args, fragment):
@@ -249,6 +252,16 @@ def test_retrain_reference_trains_writes_and_judges_against_the_retrained_model(
                   "--out", "runs/audit-of-retrained")[0] in (0, 1)
     assert invoke(capsys, "verify", str(run / "record.json"))[0] == 0
     assert "retrained reference" in (run / "report.html").read_text(encoding="utf-8")
+
+
+def test_attack_options_reach_the_attack_and_the_record(workspace, first_run, capsys, monkeypatch):
+    monkeypatch.chdir(workspace)
+    code, _, err = invoke(capsys, "forget", "--ids", "request.csv", "--out", "runs/lr-splits", "--attacks",
+                          "loss,lr-loss", "--attack-option", "lr-loss.n_splits=5")
+    assert code in (0, 1), err
+    plugins = RunRecord.load("runs/lr-splits/record.json").provenance["plugins"]
+    lr = next(p for p in plugins if p["kind"] == "attacks" and p["name"] == "lr-loss")
+    assert lr["options"] == {"n_splits": 5}
 
 
 def test_interrupt_exits_130_and_leaves_no_output(workspace, first_run, capsys, monkeypatch):

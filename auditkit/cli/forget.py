@@ -39,6 +39,7 @@ def forget(app: Application, **flags) -> int:
     # Flags that only feed the battery would be silently ignored: the user meant one or the other.
     unused = [flag for flag, key in (("--attacks", "attacks"), ("--retrained", "retrained")) if flags[key] is not None]
     unused += ["--retrain-reference"] if flags["retrain_reference"] else []
+    unused += ["--attack-option"] if flags["attack_options"] else []
     if flags["no_audit"] and unused:
         raise InputError(f"{' and '.join(unused)} cannot be combined with --no-audit, which skips the battery",
                          hint=f"drop --no-audit to audit, or drop {' and '.join(unused)}")

@@ -25,6 +25,18 @@ def parse_key_values(pairs: tuple[str, ...], *, flag: str) -> dict[str, str]:
     return values
 
 
+def parse_attack_options(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """``("lira-offline.references=4",)`` → ``{"lira-offline": {"references": "4"}}``."""
+    options: dict[str, dict[str, str]] = {}
+    for key, value in parse_key_values(pairs, flag="--attack-option").items():
+        attack, dot, name = key.partition(".")
+        if not dot or not attack or not name:
+            raise InputError(f"--attack-option {key}={value} does not name its attack",
+                             hint="write it like --attack-option lira-offline.references=4")
+        options.setdefault(attack, {})[name] = value
+    return options
+
+
 def split_names(value: str | None) -> list[str] | None:
     """``"loss, lr-loss"`` → ``["loss", "lr-loss"]``; None stays None (the default battery)."""
     if value is None:
@@ -58,6 +70,8 @@ def run_options(function: Any) -> Any:
         click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
                      help="auditkit.toml with defaults for these options [default: ./auditkit.toml if present]."),
         click.option("--attacks", default=None, help="Comma-separated attack plugins [default: the cheap battery]."),
+        click.option("--attack-option", "attack_options", multiple=True, metavar="ATTACK.KEY=VALUE",
+                     help="Option of one attack (repeatable), e.g. --attack-option lira-offline.references=4."),
         click.option("--retrained", type=click.Path(path_type=Path), default=None,
                      help="A checkpoint retrained without the samples: verdicts are judged against it."),
         click.option("--backend", type=click.Choice(["auto", "cpu", "cuda", "reference"]), default=None,
@@ -113,6 +127,7 @@ def settings_from_options(flags: dict[str, Any], *, kind: str) -> Any:
         audit=not flags.get("no_audit", False), include_ids=flags["include_ids"], force=flags["force"],
         id_column=config.id_column, plugin_files=list(config.plugins), config_path=config.source,
         retrained=flags["retrained"], retrain_reference=flags.get("retrain_reference", False),
+        attack_options=parse_attack_options(flags["attack_options"]),
         dataset=config.dataset, original=original,
     )
 
