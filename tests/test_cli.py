@@ -18,22 +18,10 @@ from auditkit.cli.app import run_cli
 from auditkit.fsutil import sha256_file
 from auditkit.record import RunRecord
 from auditkit.report import render_report
+from reliability_helpers import fast_config
 
 HOSTILE = "<script>alert(1)</script>"
-FAST_CONFIG = """
-seed = 3
-backend = "reference"
-attacks = ["loss", "lr-loss"]
-
-[method]
-name = "nabla-tau"
-options = { epochs = 2, min_retain_batches = 4 }
-
-[policy]
-bootstrap_rounds = 50
-retain_sample_size = 100
-exposure_attack = "loss"
-"""
+FAST_CONFIG = fast_config(seed=3, attacks=["loss", "lr-loss"])
 HOSTILE_PLUGIN = f'''
 import numpy as np
 from auditkit.interfaces import Attack, AttackOutput

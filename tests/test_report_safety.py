@@ -25,7 +25,7 @@ import pytest
 from markupsafe import escape
 
 from auditkit.fsutil import sha256_file
-from reliability_helpers import run_cli_here, shared_run
+from reliability_helpers import fast_config, run_cli_here, shared_run
 
 SCRIPT = "<script>alert(1)</script>"
 BREAKOUT = '"><img src=x onerror=alert(1)>'
@@ -44,19 +44,7 @@ class HostileLoss(Attack):
     def score(self, data):
         return AttackOutput(scores=-np.asarray(data.target.loss, dtype=np.float64))
 '''
-FAST = """\
-seed = 1
-backend = "reference"
-
-[method]
-name = "nabla-tau"
-options = { epochs = 2, min_retain_batches = 4 }
-
-[policy]
-bootstrap_rounds = 50
-retain_sample_size = 100
-exposure_attack = "loss"
-"""
+FAST = fast_config(seed=1, attacks=None)
 
 
 def _hostile_table(path) -> list[str]:
