@@ -193,6 +193,9 @@ def _number(value: Any, digits: int = 3) -> str:
         return str(value)
     if isinstance(value, int):
         return f"{value:,}"
+    if value != 0 and abs(value) < 10 ** -digits:
+        # Fixed decimals would print "-0.0000" for the tiny losses of well-fit samples: keep the digits.
+        return f"{value:.{digits - 1}e}"
     return f"{value:.{digits}f}"
 
 

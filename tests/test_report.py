@@ -112,3 +112,11 @@ def test_a_long_history_is_sampled_in_the_table_but_kept_in_the_record():
     assert ">96<" in table and ">1<" in table
     assert "20 of 96 epochs shown" in html
 
+
+def test_tiny_scores_keep_their_digits():
+    # Exposure scores are −loss, often ~1e-5 for well-fit samples: fixed decimals showed "-0.0000".
+    record = sample_record()
+    record.audit["exposures"][0]["score"] = -3.2e-05
+    html = render_report(record)
+    assert "-3.200e-05" in html and "-0.0000<" not in html
+
