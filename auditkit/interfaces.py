@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from auditkit.audit.signals import SignalTable
 from auditkit.data import SampleSet
 from auditkit.errors import InputError
 from auditkit.progress import ProgressCallback, no_progress
-from auditkit.signals import SignalTable
 from auditkit.training import TrainRecipe
 
 

@@ -27,7 +27,9 @@ import numpy as np
 import torch
 
 from auditkit import __version__
-from auditkit.audit import DEFAULT_ATTACKS, Policy, check_battery, run_audit
+from auditkit.audit.battery import DEFAULT_ATTACKS, check_battery, run_audit
+from auditkit.audit.policy import Policy
+from auditkit.audit.reference_models import ReferenceTrainer
 from auditkit.checkpoint import (
     check_matches_dataset,
     ids_sha256,
@@ -38,16 +40,22 @@ from auditkit.checkpoint import (
 )
 from auditkit.data import SampleSet
 from auditkit.errors import AuditkitError, InputError, RunError
+from auditkit.evidence.record import RunRecord, collect_provenance, utc_now
+from auditkit.evidence.report import render_report
+from auditkit.evidence.trail import (
+    RECORD_FILE,
+    TrailLine,
+    append_to_trail,
+    line_naming_record,
+    trail_key_from_env,
+    verify_trail,
+)
 from auditkit.fsutil import atomic_write_text, sha256_file
 from auditkit.interfaces import Attack, UnlearningMethod, UnlearningTask
 from auditkit.ops import resolve_backend
 from auditkit.progress import ProgressCallback, no_progress
-from auditkit.record import RunRecord, collect_provenance, utc_now
-from auditkit.reference_models import ReferenceTrainer
 from auditkit.registry import Registry
-from auditkit.report import render_report
 from auditkit.request import parse_request, resolve_request
-from auditkit.trail import RECORD_FILE, TrailLine, append_to_trail, line_naming_record, trail_key_from_env, verify_trail
 from auditkit.training import accuracy
 
 MODEL_FILE = "model.pt"

@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 from auditkit import ops
+from auditkit.audit.metrics import lr_mia_accuracies
+from auditkit.audit.signals import SignalTable, compute_signals
 from auditkit.errors import InputError, RunError
 from auditkit.interfaces import UnlearningOutcome, UnlearningTask
-from auditkit.metrics import lr_mia_accuracies
 from auditkit.progress import Progress, ProgressCallback, no_progress
-from auditkit.signals import SignalTable, compute_signals
 
 #: The official code's batch size, kept whenever the data is large enough for it.
 DEFAULT_MAX_BATCH_SIZE = 256
@@ -89,7 +89,7 @@ def split_signals(model: nn.Module, task: UnlearningTask, *, splits: Sequence[st
     """Signals of ``model`` (eval mode) on the task's ``splits``, grouped by split name.
 
     ``splits`` name the task's position arrays (``"forget"``, ``"retain"``, ``"validation"``,
-    ``"test"``). One :func:`auditkit.signals.compute_signals` pass, so the losses (and the history's
+    ``"test"``). One :func:`auditkit.audit.signals.compute_signals` pass, so the losses (and the history's
     MIA) are exactly the float64 values the audit's attacks see, exact even for memorised samples.
     """
     positions = [getattr(task, split) for split in splits]

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from auditkit.audit.metrics import lr_mia_accuracies
 from auditkit.fsutil import atomic_write_text
 from auditkit.interfaces import UnlearningMethod, UnlearningTask
-from auditkit.metrics import lr_mia_accuracies
 from auditkit.registry import Registry
 from auditkit.training import train_model
 from auditkit.unlearning import split_signals

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from auditkit.audit.metrics import lr_mia_accuracies
+from auditkit.audit.signals import SignalTable, compute_signals
 from auditkit.errors import InputError
 from auditkit.interfaces import AttackInput
-from auditkit.metrics import lr_mia_accuracies
 from auditkit.registry import Registry
-from auditkit.signals import SignalTable, compute_signals
 from test_signals import CountingIdentity, logit_set
 
 GROUP_SIZES = {"forget": 120, "test": 200, "validation": 150, "retain": 160}

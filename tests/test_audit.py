@@ -9,12 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from auditkit.audit import DEFAULT_ATTACKS, LOSS_RATIO_CHECK, UTILITY_CHECK, Policy, check_battery, run_audit
+from auditkit.audit.battery import DEFAULT_ATTACKS, check_battery, run_audit
+from auditkit.audit.policy import LOSS_RATIO_CHECK, UTILITY_CHECK, Policy
+from auditkit.audit.reference_models import CACHE_ENV, ReferenceTrainer, cache_dir
+from auditkit.audit.results import AttackMetrics, AttackResult, AuditResult
 from auditkit.errors import InputError
 from auditkit.progress import Progress
-from auditkit.reference_models import CACHE_ENV, ReferenceTrainer, cache_dir
 from auditkit.registry import Registry
-from auditkit.results import AttackMetrics, AttackResult, AuditResult
 from auditkit.training import TrainRecipe, train_model
 from auditkit_plugins.datasets.sklearn_data import DigitsDataset
 from auditkit_plugins.models.mlp import MlpModel

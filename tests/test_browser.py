@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_record import sample_record
 
-from auditkit.report import write_report
+from auditkit.evidence.report import write_report
+from test_record import sample_record
 
 CHROMIUM = Path("/usr/bin/chromium")
 HOSTILE = "<script>alert(1)</script>"

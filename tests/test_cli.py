@@ -15,9 +15,9 @@ import pytest
 from auditkit import pipeline
 from auditkit.cli import cli
 from auditkit.cli.app import run_cli
+from auditkit.evidence.record import RunRecord
+from auditkit.evidence.report import render_report
 from auditkit.fsutil import sha256_file
-from auditkit.record import RunRecord
-from auditkit.report import render_report
 from reliability_helpers import fast_config
 
 HOSTILE = "<script>alert(1)</script>"

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from auditkit.metrics import (
+from auditkit.audit.metrics import (
     attack_metrics,
     bootstrap_auc_accuracy,
-    epsilon_lower_bound,
     cv_mean_interval,
+    epsilon_lower_bound,
     lr_mia_accuracies,
 )
 

@@ -7,9 +7,15 @@ import json
 import numpy as np
 import pytest
 
+from auditkit.audit.results import AttackMetrics, AttackResult, AuditResult, SampleExposure, UtilityRow, Verdict
 from auditkit.errors import InputError
-from auditkit.record import RECORD_SCHEMA_VERSION, RunRecord, collect_provenance, to_json_value, verify_record_files
-from auditkit.results import AttackMetrics, AttackResult, AuditResult, SampleExposure, UtilityRow, Verdict
+from auditkit.evidence.record import (
+    RECORD_SCHEMA_VERSION,
+    RunRecord,
+    collect_provenance,
+    to_json_value,
+    verify_record_files,
+)
 
 
 def _metrics(rng: np.random.Generator, auc: float) -> AttackMetrics:

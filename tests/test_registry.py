@@ -15,11 +15,11 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from auditkit import registry as registry_module
+from auditkit.audit.signals import compute_signals
 from auditkit.checkpoint import load_checkpoint, train_checkpoint
 from auditkit.errors import InputError, PluginError
 from auditkit.interfaces import AttackInput, DatasetPlugin
 from auditkit.registry import Registry, register
-from auditkit.signals import compute_signals
 
 EXAMPLE_PACKAGE = Path(__file__).resolve().parents[1] / "examples" / "auditkit-example-attack"
 

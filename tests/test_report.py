@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_record import sample_record
 
 from auditkit.errors import InputError
-from auditkit.report import MAX_EXPOSED_IDS, render_report, write_report
+from auditkit.evidence.report import MAX_EXPOSED_IDS, render_report, write_report
+from test_record import sample_record
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -57,7 +57,7 @@ def test_same_record_gives_the_same_bytes_across_processes(tmp_path, plain_html)
     record_path = tmp_path / "record.json"
     sample_record().write(record_path)
     here = plain_html
-    script = ("import sys; from auditkit.record import RunRecord; from auditkit.report import render_report; "
+    script = ("import sys; from auditkit.evidence.record import RunRecord; from auditkit.evidence.report import render_report; "
               "sys.stdout.write(render_report(RunRecord.load(sys.argv[1])))")
     there = subprocess.run([sys.executable, "-c", script, str(record_path)], capture_output=True, text=True,
                            check=True, encoding="utf-8").stdout

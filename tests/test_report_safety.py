@@ -237,7 +237,7 @@ def test_a_trail_cut_after_its_last_run_is_caught(run_copy):
 
 
 def test_a_keyed_trail_catches_a_rechained_last_line_only_with_the_key(tmp_path, monkeypatch):
-    from auditkit.trail import append_to_trail, canonical_json
+    from auditkit.evidence.trail import append_to_trail, canonical_json
 
     trail = tmp_path / "audit-trail.jsonl"
     for n in range(3):

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from auditkit.audit.signals import compute_signals, mean_over_out, true_class_log_odds
 from auditkit.data import SampleSet
 from auditkit.errors import InputError
-from auditkit.signals import compute_signals, mean_over_out, true_class_log_odds
 
 
 class CountingIdentity(nn.Module):

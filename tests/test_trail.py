@@ -7,8 +7,8 @@ import json
 import pytest
 
 from auditkit.errors import InputError
+from auditkit.evidence.trail import GENESIS_SHA256, append_to_trail, canonical_json, verify_trail
 from auditkit.fsutil import sha256_bytes, sha256_file
-from auditkit.trail import GENESIS_SHA256, append_to_trail, canonical_json, verify_trail
 
 N_LINES = 5
 

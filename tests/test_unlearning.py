@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from auditkit.data import SampleSet, seeded_split
+from auditkit.audit.metrics import lr_mia_accuracies
+from auditkit.data import SampleSet
 from auditkit.errors import InputError, RunError
 from auditkit.interfaces import UnlearningTask
-from auditkit.metrics import lr_mia_accuracies
 from auditkit.progress import Progress
 from auditkit.registry import Registry
 from auditkit.training import TrainRecipe, accuracy, train_model

@@ -20,8 +20,8 @@ from auditkit.errors import InputError
 @click.pass_obj
 def report(app: Application, record_path: Path, output: Path, force: bool) -> int:
     """Render RECORD.json as a self-contained HTML report (deterministic for the same record)."""
-    from auditkit.record import RunRecord
-    from auditkit.report import write_report
+    from auditkit.evidence.record import RunRecord
+    from auditkit.evidence.report import write_report
 
     record = RunRecord.load(record_path)
     if output.exists() and not force:

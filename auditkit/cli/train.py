@@ -8,9 +8,9 @@ import click
 
 from auditkit.cli.app import Application
 from auditkit.cli.options import (
-    output_options,
     DEFAULT_CHECKPOINT,
     load_settings_file,
+    output_options,
     parse_key_values,
     plugins_option,
     seed_option,
@@ -42,9 +42,8 @@ def train(app: Application, dataset: str, dataset_options: tuple[str, ...], mode
           weight_decay: float | None, seed: int | None, out: Path | None, force: bool, config_path: Path | None,
           plugin_files: tuple[Path, ...]) -> int:
     """Train a model on a dataset's train split (the demo: `auditkit train` on digits)."""
-    from auditkit.pipeline import TrainSettings, run_train
-
     from auditkit.config import merge
+    from auditkit.pipeline import TrainSettings, run_train
 
     recipe = {key: value for key, value in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size),
                                             ("weight_decay", weight_decay)) if value is not None}

@@ -25,8 +25,8 @@ def verify(app: Application, path: Path) -> int:
     A record: model.pt and report.html beside it must have the SHA-256 it lists.
     Exit code 0 when intact, 1 when tampering or a mismatch is found.
     """
-    from auditkit.record import verify_record_files
-    from auditkit.trail import trail_key_from_env, verify_trail
+    from auditkit.evidence.record import verify_record_files
+    from auditkit.evidence.trail import trail_key_from_env, verify_trail
 
     if path.suffix == ".json":  # records are .json, trails .jsonl
         check = verify_record_files(path)

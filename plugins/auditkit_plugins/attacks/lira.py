@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import norm
 
+from auditkit.audit.signals import mean_over_out
 from auditkit.interfaces import Attack, AttackInput, AttackOutput
-from auditkit.signals import mean_over_out
 
 _SIGMA_FLOOR = 0.1  # fraction of the pooled σ below which a per-example σ is not trusted
 

@@ -8,15 +8,15 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
+from auditkit.audit.metrics import cv_mean_interval, lr_mia_accuracies
 from auditkit.errors import InputError
 from auditkit.interfaces import Attack, AttackInput, AttackOutput, Statistic
-from auditkit.metrics import cv_mean_interval, lr_mia_accuracies
 
 _HELD_OUT_FRACTION = 0.1  # StratifiedShuffleSplit's default test size, used by lr_mia_accuracies
 
 
 class _LogisticAttack(Attack):
-    """Headline: the mean cross-validated accuracy of :func:`auditkit.metrics.lr_mia_accuracies`.
+    """Headline: the mean cross-validated accuracy of :func:`auditkit.audit.metrics.lr_mia_accuracies`.
 
     Its 95 % interval is Nadeau & Bengio's corrected resampled t-interval over the split accuracies
     (the splits overlap, so their plain standard error is too small). Per-sample scores are the decision function of one logistic

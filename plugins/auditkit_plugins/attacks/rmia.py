@@ -7,9 +7,9 @@ import numpy as np
 from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 
+from auditkit.audit.signals import mean_over_out
 from auditkit.errors import InputError
 from auditkit.interfaces import Attack, AttackInput, AttackOutput
-from auditkit.signals import mean_over_out
 
 _A_GRID = np.round(np.arange(0.0, 1.01, 0.1), 2)
 

@@ -68,7 +68,7 @@ class RunRecord:
         method: name, options, the settings it resolved and the op backend that ran (None for audits).
         history: per-epoch dicts from the method (epoch, tau, alpha, lr, forget_loss, retain_loss,
             forget_below_tau, test_accuracy, mia).
-        audit: the :class:`auditkit.results.AuditResult` as a dict (None with ``--no-audit``).
+        audit: the :class:`auditkit.audit.results.AuditResult` as a dict (None with ``--no-audit``).
         provenance: versions, plugins, seed, config hash, host, UTC start/end, input hashes.
         outputs: SHA-256 of every file the run wrote beside the record (``model.pt``, ``report.html``).
     """
@@ -160,7 +160,7 @@ def collect_provenance(
         inputs: SHA-256 of every input file, keyed by role (``checkpoint``, ``request``, ``plugin:<path>``).
         started, finished: UTC times from :func:`utc_now`.
     """
-    import torch  # local: keeps `import auditkit.record` light for `auditkit verify`
+    import torch  # local: keeps `import auditkit.evidence.record` light for `auditkit verify`
 
     return {
         "auditkit": __version__,

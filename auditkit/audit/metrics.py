@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
 from threadpoolctl import threadpool_limits
 
-from auditkit.results import AttackMetrics
+from auditkit.audit.results import AttackMetrics
 
 
 def lr_mia_accuracies(

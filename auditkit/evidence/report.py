@@ -1,4 +1,4 @@
-"""The HTML compliance report: a pure view of a :class:`~auditkit.record.RunRecord`.
+"""The HTML compliance report: a pure view of a :class:`~auditkit.evidence.record.RunRecord`.
 
 One Jinja2 environment (autoescape on, StrictUndefined) renders ``templates/report.html``; every
 string from the record (IDs, plugin names, paths, options) is escaped. The only markup not escaped is
@@ -21,8 +21,8 @@ import matplotlib
 from markupsafe import Markup
 
 from auditkit.errors import InputError
+from auditkit.evidence.record import RunRecord
 from auditkit.fsutil import atomic_write_text
-from auditkit.record import RunRecord
 from auditkit.resources import resource_dir
 
 matplotlib.use("Agg")  # before pyplot could ever be imported elsewhere: the report never needs a display

@@ -1,0 +1,1 @@
+"""The evidence side: the run record (JSON), the tamper-evident audit trail, and the HTML report."""
