@@ -101,7 +101,8 @@ def load_settings_file(path: Path | None) -> Any:
 def settings_from_options(flags: dict[str, Any], *, kind: str) -> Any:
     """Merge auditkit.toml and the command-line flags (flags win) into ``RunSettings``."""
     from auditkit.config import merge
-    from auditkit.pipeline import TRAIL_FILE, RunSettings, default_run_dir
+    from auditkit.evidence.ledger import TRAIL_FILE, default_run_dir
+    from auditkit.pipeline import RunSettings
 
     method_options = parse_key_values(flags.get("method_options", ()), flag="--option")
     config = merge(
@@ -128,7 +129,7 @@ def settings_from_options(flags: dict[str, Any], *, kind: str) -> Any:
         id_column=config.id_column, plugin_files=list(config.plugins), config_path=config.source,
         retrained=flags["retrained"], retrain_reference=flags.get("retrain_reference", False),
         attack_options=parse_attack_options(flags["attack_options"]),
-        dataset=config.dataset, original=original,
+        dataset=config.dataset, original=original, out_is_default=config.output_dir is None,
     )
 
 
