@@ -14,8 +14,12 @@ from auditkit.cli.doctor import doctor
 from auditkit.cli.forget import forget
 from auditkit.cli.plugins import plugins
 from auditkit.cli.report import report
+from auditkit.cli.trail import trail
 from auditkit.cli.train import train
 from auditkit.cli.verify import verify
+
+#: Commands that never touch a model: they skip importing torch (seconds on a busy machine).
+_WITHOUT_TORCH = ("verify", "trail")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,18 +40,20 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, json_output: bool, thread
     Exit codes: 0 audit passed, 1 audit failed the policy (or verify found tampering),
     2 usage error or bad input, 3 runtime or plugin error, 130 interrupted (Ctrl-C or SIGTERM).
     """
-    import torch  # local: `auditkit --help` and `verify` stay fast
+    if ctx.invoked_subcommand not in _WITHOUT_TORCH:
+        import torch  # local: `auditkit --help`, `verify` and `trail` stay fast
 
-    torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
     ctx.obj = Application(verbosity=-1 if quiet else verbose, json_output=json_output)
 
 
-for command in (train, forget, audit, report, plugins, doctor, verify):
+for command in (train, forget, audit, report, plugins, doctor, verify, trail):
     cli.add_command(command)
 
 
 def _terminate(_signum: int, _frame: object) -> None:
-    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so staging folders are removed on the way out.
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so staging folders are removed on the way out;
+    # while the trail's publish protocol runs, both are held until it is done (auditkit.evidence.ledger).
     raise KeyboardInterrupt
 
 
