@@ -14,7 +14,7 @@ import pickle
 import platform
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -62,9 +62,13 @@ class CheckpointManifest:
         dataset / dataset_options: dataset plugin name and options (split seed included).
         num_classes / input_shape: the ``C`` and per-sample shape the model was built for.
         train_ids_sha256 / train_count: fingerprint (:func:`ids_sha256`) and size of the training set.
-        recipe: the :class:`~auditkit.training.TrainRecipe` as a dict; seed: the training seed.
+        recipe: the :class:`~auditkit.training.TrainRecipe` as a dict, or ``None`` for a model adopted
+            without one (then nothing that retrains is allowed); seed: the training seed (``None`` if unknown).
         metrics: accuracies measured after training (``train_accuracy``, ``test_accuracy``, ...).
         auditkit_version / torch_version / python_version: the software that wrote it.
+        train_ids: the exact training IDs when they differ from the dataset's own train split (a model
+            adopted with ``--train-ids``); ``None`` means the dataset's train split.
+        adopted_from: for ``auditkit adopt``, the state-dict file's name and SHA-256; ``None`` otherwise.
     """
 
     model: str
@@ -75,12 +79,14 @@ class CheckpointManifest:
     input_shape: tuple[int, ...]
     train_ids_sha256: str
     train_count: int
-    recipe: dict[str, Any]
-    seed: int
+    recipe: dict[str, Any] | None
+    seed: int | None
     metrics: dict[str, float] = field(default_factory=dict)
     auditkit_version: str = auditkit.__version__
     torch_version: str = str(torch.__version__)
     python_version: str = platform.python_version()
+    train_ids: list[str] | None = None
+    adopted_from: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values only (lists, not tuples): fit for JSON and for ``weights_only`` loading."""
@@ -106,9 +112,9 @@ class CheckpointManifest:
         return cls(**known)
 
     @property
-    def train_recipe(self) -> TrainRecipe:
-        """The recipe as a :class:`TrainRecipe` (for ``retrain`` and reference models)."""
-        return TrainRecipe.from_dict(self.recipe)
+    def train_recipe(self) -> TrainRecipe | None:
+        """The recipe as a :class:`TrainRecipe` (for ``retrain`` and reference models); ``None`` if none was recorded."""
+        return None if self.recipe is None else TrainRecipe.from_dict(self.recipe)
 
     def describe_model(self) -> str:
         """E.g. ``mlp (widths=[256])`` for error messages and reports."""
@@ -199,24 +205,40 @@ def _read_payload(path: Path) -> dict[str, Any]:
     return payload
 
 
-def _check_architecture(model: nn.Module, state_dict: dict[str, torch.Tensor], manifest: CheckpointManifest,
-                        name: str) -> None:
-    """One readable error when the weights do not fit the architecture the manifest names."""
+def _listed(keys: list[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def architecture_mismatch(model: nn.Module, state_dict: dict[str, Any]) -> list[str]:
+    """What keeps ``state_dict`` from loading into ``model`` exactly: missing, unexpected and mis-shaped
+    keys, each list elided after five names; empty when it fits."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
-    reshaped = [k for k in expected if k in state_dict and tuple(expected[k].shape) != tuple(state_dict[k].shape)]
-    if not (missing or unexpected or reshaped):
-        return
+    reshaped = [k for k in expected if k in state_dict and (not isinstance(state_dict[k], torch.Tensor) or
+                                                              tuple(expected[k].shape) != tuple(state_dict[k].shape))]
     parts = []
-    if reshaped:
-        key = reshaped[0]
-        parts.append(f"{len(reshaped)} tensor(s) differ in shape, e.g. {key} is {list(state_dict[key].shape)} "
-                     f"in the file but {list(expected[key].shape)} in the model")
     if missing:
-        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        parts.append(f"{len(missing)} missing: {_listed(missing)}")
     if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        parts.append(f"{len(unexpected)} unexpected: {_listed(unexpected)}")
+    if reshaped:
+        shapes = [f"{k} {_shape(state_dict[k])} in the file, {list(expected[k].shape)} in the model" for k in reshaped]
+        parts.append(f"{len(reshaped)} of another shape: {_listed(shapes, limit=3)}")
+    return parts
+
+
+def _shape(value: Any) -> str:
+    return str(list(value.shape)) if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
+
+
+def _check_architecture(model: nn.Module, state_dict: dict[str, torch.Tensor], manifest: CheckpointManifest,
+                        name: str) -> None:
+    """One readable error when the weights do not fit the architecture the manifest names."""
+    parts = architecture_mismatch(model, state_dict)
+    if not parts:
+        return
     raise InputError(
         f"checkpoint {name!r} does not fit the architecture its manifest names, {manifest.describe_model()} "
         f"for input {list(manifest.input_shape)} and {manifest.num_classes} classes: {'; '.join(parts)}",
@@ -235,6 +257,31 @@ def load_checkpoint(path: str | Path, *, registry: Registry) -> LoadedCheckpoint
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return LoadedCheckpoint(model=model, manifest=manifest, sha256=sha256_file(file), path=file)
+
+
+def load_dataset(manifest: CheckpointManifest, *, registry: Registry) -> SampleSet:
+    """The dataset a checkpoint was trained on, with its training IDs applied, checked against the manifest."""
+    data = registry.create("datasets", manifest.dataset, **manifest.dataset_options).load()
+    if manifest.train_ids is not None:
+        data = with_training_ids(data, manifest.train_ids, source="the checkpoint's training IDs")
+    check_matches_dataset(manifest, data)
+    return data
+
+
+def with_training_ids(data: SampleSet, train_ids: Sequence[str], *, source: str) -> SampleSet:
+    """:meth:`SampleSet.with_training_ids`, refusing unknown IDs and a split left without validation or test data."""
+    try:
+        adjusted = data.with_training_ids(train_ids)
+    except KeyError as exc:
+        unknown = exc.args[0]
+        raise InputError(f"{len(unknown)} of {source} are not in dataset {data.name!r}: {_listed(unknown)}",
+                         hint="list IDs of this dataset (and its options) only; IDs are case-sensitive") from None
+    for split in ("validation", "test"):
+        if not len(adjusted.indices(split)):
+            raise InputError(f"{source} cover every {split} sample of dataset {data.name!r}, so none is left "
+                             "unseen", hint=f"the audit needs unseen {split} samples: give the dataset a {split} "
+                                            "split outside the training IDs (e.g. a split column)")
+    return adjusted
 
 
 def check_matches_dataset(manifest: CheckpointManifest, data: SampleSet) -> None:
@@ -289,8 +336,8 @@ def train_checkpoint(
     train, test = data.indices("train"), data.indices("test")
     torch.manual_seed(seed)
     network = model_plugin.build(input_shape=data.input_shape, num_classes=data.num_classes)
-    features, labels = data.subset(train)
-    train_model(network, features, labels, recipe=train_recipe, seed=seed, progress=progress)
+    train_rows = data.rows(train)
+    train_model(network, train_rows, recipe=train_recipe, seed=seed, progress=progress)
     manifest = CheckpointManifest(
         model=model_name,
         model_options=_plain(model_plugin.options),
@@ -302,7 +349,6 @@ def train_checkpoint(
         train_count=len(train),
         recipe=train_recipe.to_dict(),
         seed=seed,
-        metrics={"train_accuracy": accuracy(network, features, labels),
-                 "test_accuracy": accuracy(network, *data.subset(test))},
+        metrics={"train_accuracy": accuracy(network, train_rows), "test_accuracy": accuracy(network, data.rows(test))},
     )
     return manifest, save_checkpoint(out, state_dict=network.state_dict(), manifest=manifest)

@@ -20,13 +20,13 @@ class Retrain(UnlearningMethod):
     PLUGIN_NAME = "retrain"
     DESCRIPTION = "retrain from scratch on the retain set with the original training recipe"
     OPTIONS = {}
+    NEEDS_RECIPE = True
 
     def unlearn(self, task: UnlearningTask, *, progress: ProgressCallback = no_progress) -> UnlearningOutcome:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(task.seed)
             model = task.build_model().to(task.device)
-        features, labels = (t.to(task.device) for t in task.data.subset(task.retain))
-        train_model(model, features, labels, recipe=task.recipe, seed=task.seed, progress=progress,
+        train_model(model, task.data.rows(task.retain), recipe=task.recipe, seed=task.seed, progress=progress,
                     stage=self.PLUGIN_NAME)
         entry = evaluation_entry(model, task, epoch=task.recipe.epochs, alpha=0.0, lr=task.recipe.lr)
         state_dict = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
