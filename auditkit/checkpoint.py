@@ -118,8 +118,13 @@ class CheckpointManifest:
 
     def describe_model(self) -> str:
         """E.g. ``mlp (widths=[256])`` for error messages and reports."""
-        options = ", ".join(f"{k}={v!r}" for k, v in sorted(self.model_options.items()))
-        return f"{self.model} ({options})" if options else self.model
+        return describe_model(self.model, self.model_options)
+
+
+def describe_model(model: str, options: dict[str, Any]) -> str:
+    """A model plugin and its options as one phrase, e.g. ``mlp (widths=[256])``."""
+    listed = ", ".join(f"{k}={v!r}" for k, v in sorted(_plain(options).items()))
+    return f"{model} ({listed})" if listed else model
 
 
 @dataclass(frozen=True)
@@ -166,17 +171,24 @@ def model_builder(manifest: CheckpointManifest, *, registry: Registry) -> Callab
     return lambda: plugin.build(input_shape=tuple(manifest.input_shape), num_classes=manifest.num_classes)
 
 
-def _read_payload(path: Path) -> dict[str, Any]:
+def read_weights_only(path: Path, *, what: str = "checkpoint", flag: str = "--checkpoint",
+                      make: str = "train one with `auditkit train`",
+                      save: str = "save only tensors: use `auditkit train`, or auditkit.checkpoint.save_checkpoint "
+                                  "with model.state_dict()") -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU, every failure one :class:`InputError` naming ``what``.
+
+    ``flag`` names the option that gave the path, ``make`` how to create a good file and ``save`` how
+    to save one without pickled code (the hints).
+    """
     name = str(path)
     if not path.exists():
-        raise InputError(f"checkpoint {name!r} does not exist",
-                         hint="train one with `auditkit train` or check the --checkpoint path")
+        raise InputError(f"{what} {name!r} does not exist", hint=f"{make} or check the {flag} path")
     if not path.is_file():
-        raise InputError(f"checkpoint {name!r} is not a file", hint="point --checkpoint at the .pt file")
+        raise InputError(f"{what} {name!r} is not a file", hint=f"point {flag} at the .pt file")
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols above our own error
             warnings.simplefilter("ignore", UserWarning)
-            payload = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt file can make the unpickler raise anything (KeyError, EOFError, ...)
         text = str(exc).strip()
         # torch's own first line advises weights_only=False; the unpickler's words say what it met.
@@ -184,18 +196,22 @@ def _read_payload(path: Path) -> dict[str, Any]:
         detail = found.group(1).strip() if found else text.splitlines()[0] if text else type(exc).__name__
         # Only a refused global is code or an object; any other refusal is a corrupt or foreign file.
         if isinstance(exc, pickle.UnpicklingError) and "unsupported global" in detail.lower():
-            raise InputError(f"checkpoint {name!r} contains pickled code or objects, which auditkit refuses to load "
-                             "(torch.load with weights_only=True rejected it)",
-                             hint="save only tensors: use `auditkit train`, or auditkit.checkpoint.save_checkpoint "
-                                  "with model.state_dict()") from None
-        raise InputError(f"checkpoint {name!r} is not a readable torch file ({detail})",
-                         hint="the file is truncated or not a checkpoint; re-create it with `auditkit train`") from None
+            raise InputError(f"{what} {name!r} contains pickled code or objects, which auditkit refuses to load "
+                             "(torch.load with weights_only=True rejected it)", hint=save) from None
+        raise InputError(f"{what} {name!r} is not a readable torch file ({detail})",
+                         hint=f"the file is truncated or not a {what}; {make}") from None
+
+
+def _read_payload(path: Path) -> dict[str, Any]:
+    name = str(path)
+    payload = read_weights_only(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         bare = isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values())
         raise InputError(
             f"{name!r} is {'a bare state dict' if bare else 'not an auditkit checkpoint'} (no manifest)",
-            hint="auditkit needs the model plugin and training data recorded: write it with "
-                 "auditkit.checkpoint.save_checkpoint(path, state_dict=..., manifest=...) or `auditkit train`",
+            hint="auditkit needs the model plugin and training data recorded: adopt it with `auditkit adopt "
+                 "--state-dict FILE --model PLUGIN --dataset PLUGIN --out CHECKPOINT`, or write it with "
+                 "auditkit.checkpoint.save_checkpoint(path, state_dict=..., manifest=...)",
         )
     if payload.get("version") != VERSION:
         raise InputError(f"checkpoint {name!r} has format version {payload.get('version')!r}; "

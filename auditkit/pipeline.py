@@ -304,6 +304,17 @@ def default_run_dir(root: Path = Path("runs")) -> Path:
 # ---------------------------------------------------------------- train
 
 
+def check_checkpoint_out(out: Path, *, force: bool, keep: tuple[Path | None, ...] = ()) -> None:
+    """Refuse a checkpoint path that is a folder, exists (unless ``force``), would replace an input in
+    ``keep``, or cannot be written; before any heavy work."""
+    if out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a folder", hint="name the checkpoint file, e.g. --out runs/model.pt")
+    if out.exists() and not force:
+        raise InputError(f"checkpoint {str(out)!r} already exists",
+                         hint="choose another --out, or pass --force to replace it")
+    _check_out(out, force=True, keep=keep)
+
+
 def run_train(settings: TrainSettings, *, progress: ProgressCallback = no_progress) -> dict[str, Any]:
     """Train a model plugin on a dataset's train split and write the checkpoint atomically.
 
@@ -313,12 +324,7 @@ def run_train(settings: TrainSettings, *, progress: ProgressCallback = no_progre
     registry = _registry(settings.plugin_files)
     model = settings.model or registry.get("datasets", settings.dataset).DEFAULT_MODEL
     out = settings.out if settings.out is not None else Path("runs") / f"{settings.dataset}-{model}.pt"
-    if out.is_dir():
-        raise InputError(f"--out {str(out)!r} is a folder", hint="name the checkpoint file, e.g. --out runs/model.pt")
-    if out.exists() and not settings.force:
-        raise InputError(f"checkpoint {str(out)!r} already exists",
-                         hint="choose another --out, or pass --force to replace it")
-    _check_out(out, force=True, keep=tuple(settings.plugin_files))
+    check_checkpoint_out(out, force=settings.force, keep=tuple(settings.plugin_files))
     manifest, sha256 = train_checkpoint(
         registry=registry, dataset=settings.dataset, dataset_options=settings.dataset_options, model=model,
         model_options=settings.model_options, recipe=settings.recipe, seed=settings.seed, out=out, progress=progress,
@@ -368,7 +374,7 @@ def _check_recipe(settings: RunSettings, resolved: _Resolved, manifest: Any, pat
               if a.reference_models()]
     if needs:
         raise InputError(f"checkpoint {str(path)!r} records no training recipe (adopted without --recipe-option), "
-                         f"but {', '.join(needs)} train(s) models with it",
+                         f"which {', '.join(needs)} {'needs' if len(needs) == 1 else 'need'} to train models",
                          hint="re-adopt it with --recipe-option epochs=N --recipe-option batch_size=B "
                               "--recipe-option lr=LR (how the model was trained), or drop those options")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from auditkit.errors import InputError
 from auditkit.interfaces import UnlearningMethod, UnlearningOutcome, UnlearningTask
 from auditkit.progress import ProgressCallback, no_progress
 from auditkit.training import train_model
@@ -23,6 +24,9 @@ class Retrain(UnlearningMethod):
     NEEDS_RECIPE = True
 
     def unlearn(self, task: UnlearningTask, *, progress: ProgressCallback = no_progress) -> UnlearningOutcome:
+        if task.recipe is None:
+            raise InputError("retrain trains with the original training recipe, and this checkpoint records none",
+                             hint="adopt the model with --recipe-option epochs=N batch_size=B lr=LR")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(task.seed)
             model = task.build_model().to(task.device)
