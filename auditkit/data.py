@@ -353,11 +353,11 @@ class _RowReader(Dataset):
         try:
             item = self.dataset[position]
         except Exception as exc:  # any failure of a user's dataset is reported with the row's ID
-            raise RowReadError(f"reading sample {self.ids[position]!r} failed: {type(exc).__name__}: {exc}") from None
+            raise RowReadError(f"reading sample {str(self.ids[position])!r} failed: {type(exc).__name__}: {exc}") from None
         if isinstance(item, (tuple, list)):
             item, label = item[0], item[1]
             if int(label) != int(self.labels[position]):
-                raise RowReadError(f"sample {self.ids[position]!r} has label {int(label)} in the dataset but "
+                raise RowReadError(f"sample {str(self.ids[position])!r} has label {int(label)} in the dataset but "
                                    f"{int(self.labels[position])} in the labels given with it")
         row = torch.as_tensor(item)
         return row.float() if row.is_floating_point() else row
