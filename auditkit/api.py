@@ -165,20 +165,11 @@ def forget(
     The record's ``summary["passed"]`` is ``True``/``False`` for the verdict (``None`` without audit);
     ``record.audit`` holds every attack result and verdict, ``record.history`` the method's epochs.
     """
-    from auditkit.pipeline import run_forget
-
-    out = _run_folder(out, config)
-    request = _request_file(ids, out)
-    settings = run_settings(
-        kind="forget", config=_config(config), request=request, checkpoint=Path(checkpoint), out=out,
-        dataset=dataset, method=method, method_options=method_options, attacks=attacks,
-        attack_options=attack_options, audit=audit, retrain_reference=retrain_reference,
-        retrained=None if retrained is None else Path(retrained), backend=backend, seed=seed,
-        trail=None if trail is None else Path(trail), include_ids=include_ids, force=force, id_column=id_column,
-        plugins=[Path(p) for p in plugins],
-    )
-    with _runtime(threads, workers), _request_kept_on_success(request, ids):
-        return run_forget(settings, progress=progress or _silent).record
+    return _run("forget", checkpoint, ids, out=out, config=config, threads=threads, workers=workers,
+                progress=progress, dataset=dataset, method=method, method_options=method_options, attacks=attacks,
+                attack_options=attack_options, audit=audit, retrain_reference=retrain_reference, retrained=retrained,
+                backend=backend, seed=seed, trail=trail, include_ids=include_ids, force=force, id_column=id_column,
+                plugins=plugins)
 
 
 def audit_checkpoint(
@@ -208,19 +199,10 @@ def audit_checkpoint(
 
     (Not ``auditkit.audit``: that name is the :mod:`auditkit.audit` subpackage.)
     """
-    from auditkit.pipeline import run_audit_checkpoint
-
-    out = _run_folder(out, config)
-    request = _request_file(ids, out)
-    settings = run_settings(
-        kind="audit", config=_config(config), request=request, checkpoint=Path(checkpoint), original=Path(original),
-        out=out, dataset=dataset, attacks=attacks, attack_options=attack_options,
-        retrained=None if retrained is None else Path(retrained), backend=backend, seed=seed,
-        trail=None if trail is None else Path(trail), include_ids=include_ids, force=force, id_column=id_column,
-        plugins=[Path(p) for p in plugins],
-    )
-    with _runtime(threads, workers), _request_kept_on_success(request, ids):
-        return run_audit_checkpoint(settings, progress=progress or _silent).record
+    return _run("audit", checkpoint, ids, out=out, config=config, threads=threads, workers=workers,
+                progress=progress, original=original, dataset=dataset, attacks=attacks, attack_options=attack_options,
+                retrained=retrained, backend=backend, seed=seed, trail=trail, include_ids=include_ids, force=force,
+                id_column=id_column, plugins=plugins)
 
 
 def load(path: PathLike, *, plugins: Sequence[PathLike] = ()) -> LoadedCheckpoint:
@@ -287,6 +269,25 @@ def run_settings(
         attack_options={name: dict(values) for name, values in (attack_options or {}).items()},
         dataset=merged.dataset, original=original,
     )
+
+
+def _run(kind: str, checkpoint: PathLike, ids: PathLike | Sequence[str], *, out: PathLike | None,
+         config: PathLike | None, threads: int | None, workers: int | None, progress: ProgressFunction | None,
+         original: PathLike | None = None, retrained: PathLike | None = None, trail: PathLike | None = None,
+         plugins: Sequence[PathLike] = (), **options: Any) -> RunRecord:
+    """:func:`forget` or :func:`audit_checkpoint`: the settings from :func:`run_settings`, then the pipeline."""
+    from auditkit.pipeline import run_audit_checkpoint, run_forget
+
+    folder = _run_folder(out, config)
+    request = _request_file(ids, folder)
+    settings = run_settings(
+        kind=kind, config=_config(config), request=request, checkpoint=Path(checkpoint), out=folder,
+        original=None if original is None else Path(original), retrained=None if retrained is None else Path(retrained),
+        trail=None if trail is None else Path(trail), plugins=[Path(p) for p in plugins], **options,
+    )
+    run = run_forget if kind == "forget" else run_audit_checkpoint
+    with _runtime(threads, workers), _request_kept_on_success(request, ids):
+        return run(settings, progress=progress or _silent).record
 
 
 def _silent(_report: Progress) -> None:
