@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import stat
 
@@ -240,18 +241,24 @@ def test_a_full_disk_under_the_trail_is_one_error_and_logs_nothing(ws, monkeypat
 # ---------------------------------------------------------------- hostile lines and files
 
 
-@pytest.mark.parametrize("line, problem", [
-    ('{"entry":{},"index":2,"prev_sha256":NaN,"v":2}', "holds NaN, which strict JSON does not allow"),
-    ("[" * 200_000 + "]" * 200_000, "is nested too deeply to be a trail line"),
+def _nan_in_last_line(text: str) -> str:
+    lines = text.splitlines()
+    lines[-1] = re.sub(r'"passed":(true|false)', '"passed":NaN', lines[-1])  # a valid line but for the NaN
+    return "".join(f"{line}\n" for line in lines)
+
+
+@pytest.mark.parametrize("hostile, problem", [
+    (_nan_in_last_line, "line 2 holds NaN, which strict JSON does not allow"),
+    (lambda text: text + "[" * 200_000 + "]" * 200_000 + "\n", "line 3 is nested too deeply to be a trail line"),
 ])
-def test_a_hostile_line_is_named_by_verify_and_refused_by_forget(ws, line, problem):
-    with open(ws / TRAIL, "a", encoding="utf-8") as handle:
-        handle.write(line + "\n")
+def test_a_hostile_line_is_named_by_verify_and_refused_by_forget(ws, hostile, problem):
+    trail = ws / TRAIL
+    trail.write_text(hostile(trail.read_text(encoding="utf-8")), encoding="utf-8")
     verified = _verify(ws, TRAIL)  # both used to crash verify and forget with a traceback
-    assert verified.code == 1 and f"TAMPERED: line 3 {problem}" in " ".join(verified.err.split()), verified.err
+    assert verified.code == 1 and f"TAMPERED: {problem}" in " ".join(verified.err.split()), verified.err
     assert "Traceback" not in verified.err
     refused = run_cli_here([*F, "--out", "runs/second"], cwd=ws)
-    assert_clean_failure(refused, code=3, problem=rf"audit trail 'runs/audit-trail\.jsonl' is broken: line 3 {problem}",
+    assert_clean_failure(refused, code=3, problem=rf"audit trail 'runs/audit-trail\.jsonl' is broken: {problem}",
                          hint="auditkit verify")
 
 
