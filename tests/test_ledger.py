@@ -72,11 +72,13 @@ def test_concurrent_writers_one_line_per_published_run_repeated(tmp_path):
         same, forced, own, default = (results[i:i + 8] for i in range(0, 32, 8))
         assert sorted(r.code for r in same) == [0] + [2] * 7, [r.err for r in same]
         # decided under the lock ("appeared while the run was working"), or, for a writer that started
-        # after the winner had finished, in its check before the run
+        # after the winner had logged its run, in its check before the run
         assert all(("appeared while the run was working" in r.err and "nothing was logged" in r.err)
-                   or "holds the run recorded on line" in r.err for r in same if r.code), [r.err for r in same]
+                   or "holds the run recorded on line" in r.err or "is taken by the run logged on line" in r.err
+                   for r in same if r.code), [r.err for r in same]
         assert sorted(r.code for r in forced) == [0] + [2] * 7, [r.err for r in forced]
-        assert all("holds the run recorded on line" in r.err for r in forced if r.code)
+        assert all("holds the run recorded on line" in r.err or "is taken by the run logged on line" in r.err
+                   for r in forced if r.code), [r.err for r in forced]
         assert [r.code for r in own] == [0] * 8, [r.err for r in own]
         assert [r.code for r in default] == [0] * 8, [r.err for r in default]
         names = [f"runs/{STAMP}" if k == 0 else f"runs/{STAMP}-{k + 1}" for k in range(8 * round_, 8 * round_ + 8)]

@@ -83,7 +83,8 @@ def test_concurrent_runs_with_one_out_log_only_the_winner(concurrent):
     assert sorted(r.code for r in same) == [0, 2, 2], [r.err for r in same]
     for loser in (r for r in same if r.code):
         assert_clean_failure(loser, code=2, problem=r"appeared while the run was working|already exists|"
-                                                    r"holds the run recorded on line", hint="choose another --out")
+                                                    r"holds the run recorded on line|is taken by the run logged on line",
+                             hint="choose another --out")
     assert [r.code for r in results[3:]] == [0] * 5, [r.err for r in results[3:]]
     named = [line["entry"]["record"] for line in _run_lines(workspace)]
     assert sorted(named) == sorted(["same/record.json", *(f"own-{i}/record.json" for i in range(3)),

@@ -420,7 +420,7 @@ class RunLedger:
         if not self.out_is_default:
             self._refuse_logged(self._state, Path(os.path.realpath(self.out)))
         if self.force and self.out.is_dir():
-            _refuse_claimed(Path(os.path.realpath(self.out)), self.out)
+            _refuse_claimed(Path(os.path.realpath(self.out)), self.out, trail_id=self._state.trail_id)
 
     def _refuse_logged(self, state: TrailState, target: Path) -> None:
         logged = state.runs_in(target)
@@ -431,6 +431,11 @@ class RunLedger:
             raise InputError(f"--out {str(self.out)!r} holds the run recorded on line {line.number} of the audit trail;"
                              " replacing it would break the trail",
                              hint="choose another --out (runs are never replaced once logged)")
+        staging = line.entry.get("staging")
+        if isinstance(staging, str) and (record_path(state.path, staging) / RECORD_FILE).is_file():
+            raise InputError(f"--out {str(self.out)!r} is taken by the run logged on line {line.number} of the audit "
+                             "trail, which another process is publishing now (or was stopped before it could)",
+                             hint=f"choose another --out; `auditkit trail recover {self.trail}` finishes a stopped one")
         raise InputError(f"--out {str(self.out)!r} is the folder of the run logged on line {line.number} of the audit "
                          "trail, which is not on disk now; reusing its name would break the trail",
                          hint=f"choose another --out (`auditkit verify {self.trail}` says where that run went)")
@@ -536,7 +541,7 @@ class RunLedger:
             if not target.is_dir():
                 raise InputError(f"--out {str(out)!r} is a file, not a run folder",
                                  hint="choose another --out (a folder name, e.g. runs/<name>)")
-            _refuse_claimed(target, out)
+            _refuse_claimed(target, out, trail_id=state.trail_id)
         return out, target
 
 
@@ -546,7 +551,7 @@ def _refuse_dangling(out: Path) -> None:
                          hint="remove the link, create the folder it points to, or choose another --out")
 
 
-def _refuse_claimed(target: Path, out: Path) -> None:
+def _refuse_claimed(target: Path, out: Path, *, trail_id: str | None) -> None:
     """--force never replaces a run that names the trail that logged it (this one or another)."""
     try:
         record = RunRecord.load(target / RECORD_FILE)
@@ -556,6 +561,9 @@ def _refuse_claimed(target: Path, out: Path) -> None:
     if isinstance(claim, dict) and claim.get("id"):
         index = claim.get("index")
         place = f"line {index + 1}" if isinstance(index, int) else "a line"
+        if claim["id"] == trail_id:  # this trail: logged since the trail was last read
+            raise InputError(f"--out {str(out)!r} holds the run recorded on {place} of the audit trail; replacing it "
+                             "would break the trail", hint="choose another --out (runs are never replaced once logged)")
         raise InputError(f"--out {str(out)!r} holds a run logged on {place} of audit trail {claim.get('file')!r} (ID "
                          f"{claim['id']}); replacing it would break that trail",
                          hint="choose another --out (runs are never replaced once logged)")
