@@ -1,6 +1,6 @@
-"""Shared by the reliability tests: a small trained workspace, the CLI in-process and as a child process
-that pauses at a named stage (so a test can signal it at a known point), many real processes forked from
-one warm interpreter (concurrency), snapshots, and the checks every expected failure must pass.
+"""Shared by the reliability tests: a small trained workspace, the CLI in-process, many real processes
+forked from one warm interpreter (concurrency) that can each pause at a named stage (so a test can signal
+it at a known point), snapshots, and the checks every expected failure must pass.
 
 The shared workspace and the one completed run are built once per pytest session (cached under the
 session's base temp folder), because training and a full `forget` cost seconds each on 2 cores.
@@ -160,10 +160,7 @@ def shared_run(tmp_path_factory) -> Path:
     return root
 
 
-# ---------------------------------------------------------------- a CLI child that pauses at a stage
-
-PAUSE_ENV = "AUDITKIT_TEST_PAUSE_AT"
-MARKER_ENV = "AUDITKIT_TEST_MARKER"
+# ---------------------------------------------------------------- a process that pauses at a named stage
 
 
 def _pause(marker: str) -> None:
@@ -176,14 +173,6 @@ def _pause(marker: str) -> None:
     os.replace(marker + ".tmp", marker)  # the parent never reads a half-written pid
     while not ledger._held:
         time.sleep(0.02)
-
-
-def _child() -> None:
-    """Entry point of the child: install the pause hook named by ``$AUDITKIT_TEST_PAUSE_AT``, run the CLI."""
-    from auditkit.cli import main
-
-    _install_pause(os.environ[PAUSE_ENV], os.environ[MARKER_ENV])
-    main()
 
 
 def _install_pause(stage: str, marker: str) -> None:
@@ -250,41 +239,6 @@ def _install_pause(stage: str, marker: str) -> None:
         os.fsync = fsync
     else:
         raise SystemExit(f"unknown pause stage {stage!r}")
-
-
-def start_paused_cli(args: list[str], *, cwd: Path, stage: str, marker: Path) -> subprocess.Popen:
-    """Start ``python -m auditkit ARGS`` (through :func:`_child`) that pauses at ``stage``."""
-    env = {**os.environ, PAUSE_ENV: stage, MARKER_ENV: str(marker), "PYTHONPATH": str(TESTS)}
-    code = "from reliability_helpers import _child; _child()"
-    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def signal_when_paused(processes: list[tuple[subprocess.Popen, Path, int]], *, timeout: float = 400.0
-                       ) -> list[tuple[int, str, str]]:
-    """Wait for each child to reach its pause, send it its signal, and collect (exit code, stdout, stderr).
-
-    A child that exits before pausing is returned as it is (the test then fails on its exit code).
-    """
-    deadline = time.monotonic() + timeout
-    pending = list(range(len(processes)))
-    while pending and time.monotonic() < deadline:
-        for i in list(pending):
-            process, marker, signum = processes[i]
-            if marker.exists() and marker.read_text(encoding="utf-8"):
-                os.kill(process.pid, signum)
-                pending.remove(i)
-            elif process.poll() is not None:
-                pending.remove(i)
-        time.sleep(0.05)
-    for i in pending:  # never reached the pause: stop it so the test fails rather than hangs
-        processes[i][0].kill()
-    results = []
-    for process, _, _ in processes:
-        out, err = process.communicate(timeout=timeout)
-        results.append((process.returncode, out, err))
-    assert not pending, f"{len(pending)} child(ren) never reached their pause point"
-    return results
 
 
 # ---------------------------------------------------------------- many real processes from one warm interpreter
@@ -387,12 +341,14 @@ def _fork_batch(spec: dict, jobs: list[dict], first: int) -> list[dict]:
                 with open(folder / f"{i}.out", "w") as out, open(folder / f"{i}.err", "w") as err:
                     sys.stdout, sys.stderr = out, err
                     try:
-                        if job["kind"] == "cli":
-                            from auditkit.cli import _terminate, cli
-                            from auditkit.cli.app import run_cli
+                        if job["kind"] == "cli":  # the console script itself: its SIGTERM handler, run_cli
+                            from auditkit.cli import main
 
-                            signal.signal(signal.SIGTERM, _terminate)  # what the console script installs
-                            code = run_cli(cli, job["args"])
+                            sys.argv = ["auditkit", *job["args"]]
+                            try:
+                                main()
+                            except SystemExit as done:
+                                code = done.code
                         else:
                             signal.signal(signal.SIGTERM, _interrupt)
                             code = _publisher(job["args"])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -19,6 +21,14 @@ def trail() -> None:
     and AUDITKIT_TRAIL_SIGNING_KEY (the path of an Ed25519 private key, PEM). Verify with
     `auditkit verify TRAIL [--public-key KEY.pub.pem]`.
     """
+
+
+def _on_trail(name: str) -> Callable[[Any], Any]:
+    """A `trail` subcommand that takes the trail's path (TRAIL) and the output options."""
+    def decorate(function: Any) -> Any:
+        function = output_options(click.pass_obj(function))
+        return trail.command(name)(click.argument("path", metavar="TRAIL", type=click.Path(path_type=Path))(function))
+    return decorate
 
 
 @trail.command()
@@ -46,10 +56,7 @@ def keygen(app: Application, private_key: Path, public_key: Path | None) -> int:
     return 0
 
 
-@trail.command("init")
-@click.argument("path", metavar="TRAIL", type=click.Path(path_type=Path))
-@output_options
-@click.pass_obj
+@_on_trail("init")
 def init(app: Application, path: Path) -> int:
     """Start a new trail at TRAIL, demanding the keys set in the environment (an HMAC with
     AUDITKIT_TRAIL_KEY, signatures with AUDITKIT_TRAIL_SIGNING_KEY, both or neither). The first
@@ -66,16 +73,13 @@ def init(app: Application, path: Path) -> int:
     return 0
 
 
-@trail.command("keys")
-@click.argument("path", metavar="TRAIL", type=click.Path(path_type=Path))
+@_on_trail("keys")
 @click.option("--hmac/--no-hmac", "hmac", default=None,
               help="From the next line on, demand (or stop demanding) an HMAC with AUDITKIT_TRAIL_KEY.")
 @click.option("--sign", "signing_key", type=click.Path(path_type=Path), default=None, metavar="PRIVATE.pem",
               help="From the next line on, demand signatures by this Ed25519 key (turns signing on, or rotates "
                    "the key).")
 @click.option("--no-sign", is_flag=True, help="Stop demanding signatures.")
-@output_options
-@click.pass_obj
 def keys(app: Application, path: Path, hmac: bool | None, signing_key: Path | None, no_sign: bool) -> int:
     """Change the keys TRAIL demands, as a recorded keys event.
 
@@ -103,10 +107,7 @@ def keys(app: Application, path: Path, hmac: bool | None, signing_key: Path | No
     return 0
 
 
-@trail.command("recover")
-@click.argument("path", metavar="TRAIL", type=click.Path(path_type=Path))
-@output_options
-@click.pass_obj
+@_on_trail("recover")
 def recover(app: Application, path: Path) -> int:
     """Do now what the next run on TRAIL would do first: publish a run that was stopped between being
     logged and being published, and remove an append cut short by a crash or a full disk."""
