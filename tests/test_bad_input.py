@@ -446,6 +446,8 @@ CASES = [
          problem=r"out of range: .*lr_end_factor=5", hint="0 <= lr_end_factor <= 1"),
     Case("plugin-file-missing", [*RUN, "--plugins", "nope.py"], problem="plugin file 'nope.py' does not exist",
          hint="--plugins"),
+    Case("plugin-file-fifo", [*RUN, "--plugins", "fifo.py"], problem=r"plugin file 'fifo\.py' is a named pipe",
+         hint="save it to a regular file", setup=_fifo("fifo.py")),
     Case("plugin-file-broken", [*RUN, "--plugins", "broken.py"], code=3,
          problem=r"plugin file 'broken\.py' failed to import: RuntimeError: half-finished plugin",
          hint="fix the error in the plugin file", setup=_broken_plugin),
