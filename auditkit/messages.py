@@ -60,5 +60,7 @@ def one_line(text: str, *, limit: int = MAX_LINE) -> str:
     text = escaped(text)
     if len(text) <= limit:
         return text
-    head, tail = _cut(text, limit - 40)  # 40: room for the note, whatever the count's digits
+    # A message leads with what matters (the problem, then its details), so most of it is kept from the start;
+    # 40 characters leave room for the note, whatever the count's digits.
+    head, tail = text[: limit - 80], text[len(text) - 40:]
     return f"{head} … [{len(text) - len(head) - len(tail):,} characters cut] … {tail}"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from auditkit import pipeline
+from auditkit.audit import battery
 from auditkit.cli import cli
 from auditkit.cli.app import run_cli
 from auditkit.evidence.record import RunRecord
@@ -260,7 +260,7 @@ def test_interrupt_exits_130_and_leaves_no_output(workspace, first_run, capsys, 
     def interrupted(**_):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "run_audit", interrupted)  # after unlearning, before any output
+    monkeypatch.setattr(battery, "run_audit", interrupted)  # after unlearning, before any output
     before = _snapshot(workspace)
     code, _, err = invoke(capsys, "forget", "--ids", "request.csv", "--out", "runs/interrupted")
     assert code == 130 and "interrupted; nothing was written" in err

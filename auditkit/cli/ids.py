@@ -23,7 +23,7 @@ from auditkit.cli.options import (
     plugins_option,
 )
 
-SPLIT_NAMES = ("train", "validation", "test")
+SPLIT_NAMES = ("train", "validation", "test", "unused")
 
 
 @click.command()
@@ -34,7 +34,8 @@ SPLIT_NAMES = ("train", "validation", "test")
 @click.option("--dataset-option", "dataset_options", multiple=True, metavar="KEY=VALUE",
               help="Dataset plugin option (repeatable), with --dataset.")
 @click.option("--split", "splits", multiple=True, type=click.Choice(SPLIT_NAMES),
-              help="Only this split (repeatable) [default: all three]. Only train IDs can be forgotten.")
+              help="Only this split (repeatable) [default: all]. Only train IDs can be forgotten; unused ones "
+                   "(an adopted model's) were neither trained on nor audited.")
 @click.option("--match", "patterns", multiple=True, metavar="PATTERN",
               help="Only IDs matching this shell-style pattern, e.g. 'digits-00*' (repeatable: any of them).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many IDs.")
@@ -55,7 +56,7 @@ def ids(app: Application, checkpoint: Path | None, dataset: str | None, dataset_
       auditkit ids --dataset csv --dataset-option path=data.csv --split validation
     The output's `id` column is what `auditkit forget --ids` reads. Matching is case-sensitive, as IDs are.
     """
-    from auditkit.checkpoint import check_matches_dataset, read_manifest
+    from auditkit.checkpoint import load_dataset, read_manifest
     from auditkit.config import merge
     from auditkit.errors import InputError
     from auditkit.fsutil import not_a_file_error
@@ -67,6 +68,7 @@ def ids(app: Application, checkpoint: Path | None, dataset: str | None, dataset_
                          hint="pass --checkpoint (its training data and split) or --dataset (any dataset plugin)")
     if dataset_options and dataset is None:
         raise InputError("--dataset-option needs --dataset", hint="name the dataset plugin with --dataset NAME")
+    app.start_torch()
     config = merge(load_settings_file(config_path), plugins=plugin_files or None)
     registry = Registry.default(plugin_files=list(config.plugins))
     if dataset is not None:
@@ -80,8 +82,7 @@ def ids(app: Application, checkpoint: Path | None, dataset: str | None, dataset_
         if error is not None:
             raise error
         manifest = read_manifest(path)
-        data = registry.create("datasets", manifest.dataset, **manifest.dataset_options).load()
-        check_matches_dataset(manifest, data)  # the split listed must be the one the model was trained on
+        data = load_dataset(manifest, registry=registry)  # the split the model was trained with (adopted: its IDs)
         source = f"checkpoint {path} (dataset {manifest.dataset})"
 
     wanted = set(splits or SPLIT_NAMES)
@@ -98,6 +99,7 @@ def ids(app: Application, checkpoint: Path | None, dataset: str | None, dataset_
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(("id", "split"))
         writer.writerows(rows)
-    counts = ", ".join(f"{sum(1 for _, s in rows if s == name)} {name}" for name in SPLIT_NAMES if name in wanted)
+    counts = ", ".join(f"{sum(1 for _, s in rows if s == name)} {name}" for name in SPLIT_NAMES
+                       if name in wanted and (name != "unused" or "unused" in splits or name in data.splits))
     app.info(escaped(f"{len(rows)} IDs listed ({counts}) of {len(data)} in {source}"))
     return 0
