@@ -14,6 +14,7 @@ import contextlib
 import copy
 import dataclasses
 import os
+import shlex
 import shutil
 import signal
 import tempfile
@@ -47,12 +48,12 @@ from auditkit.evidence.trail import (
     trail_key_from_env,
     verify_trail,
 )
-from auditkit.fsutil import atomic_write_text, sha256_file
+from auditkit.fsutil import atomic_write_text, not_a_file_error, sha256_file
 from auditkit.interfaces import Attack, UnlearningMethod, UnlearningTask
 from auditkit.ops import resolve_backend
 from auditkit.progress import ProgressCallback, no_progress
 from auditkit.registry import Registry
-from auditkit.request import parse_request, resolve_request
+from auditkit.request import check_request_file, parse_request, resolve_request
 from auditkit.training import accuracy
 
 if TYPE_CHECKING:  # imported where used: `auditkit train` never needs scipy, scikit-learn or matplotlib
@@ -194,14 +195,16 @@ def run_device(backend: str) -> torch.device:
     return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
-def _resolve(settings: RunSettings, *, with_method: bool) -> _Resolved:
-    """Plugins, options, policy, backend, output and trail: every cheap check, before any heavy work."""
+def _resolve(settings: RunSettings, *, with_method: bool, progress: ProgressCallback = no_progress) -> _Resolved:
+    """Plugins, options, policy, backend, output and trail: every cheap check, before any heavy work
+    (the fused op's first-run build included, reported through ``progress``)."""
     for role, path in (("checkpoint", settings.checkpoint), ("request", settings.request),
                        ("original", settings.original), ("retrained", settings.retrained)):
-        if path is not None and not Path(path).is_file():
-            raise InputError(f"{role} file {str(path)!r} {'is a folder' if Path(path).is_dir() else 'does not exist'}",
-                             hint="train one with `auditkit train`" if role != "request"
-                             else "pass a CSV of sample IDs with --ids")
+        if role == "request":
+            check_request_file(path)  # also refuses `-`, pipes and devices, without opening them
+        elif path is not None and (error := not_a_file_error(path, role=f"{role} file",
+                                                             hint="train one with `auditkit train`")):
+            raise error
     from auditkit.audit.battery import DEFAULT_ATTACKS, check_battery
     from auditkit.audit.policy import Policy
 
@@ -240,7 +243,7 @@ def _resolve(settings: RunSettings, *, with_method: bool) -> _Resolved:
         [{**_plugin_entry(registry, "attacks", name), "options": dict(attack.options)}
          for name, attack in zip(names, attacks)]
     device = run_device(settings.backend)
-    backend = resolve_backend(settings.backend, device)
+    backend = resolve_backend(settings.backend, device, progress=progress)
     if settings.out.exists() and not settings.out.is_dir():  # --force replaces run folders, never a file
         raise InputError(f"--out {str(settings.out)!r} is a file, not a run folder",
                          hint="choose another --out (a folder name, e.g. runs/<name>)")
@@ -358,7 +361,8 @@ def _load(settings: RunSettings, resolved: _Resolved, path: Path) -> _Loaded:
     _check_recipe(settings, resolved, manifest, path)
     data = load_dataset(manifest, registry=registry)
     request = parse_request(settings.request, id_column=settings.id_column)
-    forget = np.asarray(resolve_request(request, data), dtype=np.int64)
+    listing = f"auditkit ids --checkpoint {shlex.quote(str(path))} --split train"
+    forget = np.asarray(resolve_request(request, data, ids_command=listing), dtype=np.int64)
     train = data.indices("train")
     retain = np.setdiff1d(train, forget)
     return _Loaded(loaded, data, request, forget, retain, data.indices("validation"), data.indices("test"))
@@ -486,7 +490,7 @@ def _interrupts_deferred() -> Iterator[None]:
 def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progress) -> RunOutcome:
     """Validate the request, unlearn, audit, and write model.pt, record.json and report.html."""
     started = utc_now()
-    resolved = _resolve(settings, with_method=True)
+    resolved = _resolve(settings, with_method=True, progress=progress)
     loaded = _load(settings, resolved, settings.checkpoint)
     retrained = _load_model(settings.retrained, resolved.registry, resolved.device, loaded.data, loaded.retain)
     manifest = loaded.checkpoint.manifest
@@ -583,7 +587,7 @@ def run_audit_checkpoint(settings: RunSettings, *, progress: ProgressCallback = 
         raise InputError("auditing needs the original model the checkpoint was derived from",
                          hint="pass --original PATH (the model trained on the full data)")
     settings = dataclasses.replace(settings, audit=True)
-    resolved = _resolve(settings, with_method=False)
+    resolved = _resolve(settings, with_method=False, progress=progress)
     loaded = _load(settings, resolved, settings.checkpoint)
     original = load_checkpoint(settings.original, registry=resolved.registry)
     if original.manifest.dataset != loaded.checkpoint.manifest.dataset:

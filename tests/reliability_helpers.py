@@ -86,22 +86,25 @@ def run_cli_here(args: list[str], *, cwd: Path) -> Result:
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    """Every entry under ``folder`` (hidden ones too): files by SHA-256, folders and links by kind."""
+    """Every entry under ``folder`` (hidden ones too): files by SHA-256, folders, links and pipes by kind
+    (a named pipe is never opened: that would wait for a writer)."""
     from auditkit.fsutil import sha256_file
 
     entries: dict[str, str] = {}
     for path in sorted(folder.rglob("*")):
         name = str(path.relative_to(folder))
-        entries[name] = "link" if path.is_symlink() else "dir" if path.is_dir() else sha256_file(path)
+        entries[name] = ("link" if path.is_symlink() else "dir" if path.is_dir() else "fifo" if path.is_fifo()
+                         else sha256_file(path))
     return entries
 
 
 def assert_clean_failure(result: Result, *, code: int, problem: str, hint: str) -> None:
     """The documented exit code, one ``error:`` line matching ``problem``, one ``hint:`` line matching
-    ``hint`` (regular expressions), no traceback and nothing on stdout."""
+    ``hint`` (regular expressions), each at most 300 characters, no traceback and nothing on stdout."""
     assert result.code == code, result.err
     errors, hints = result.lines("error: "), result.lines("hint: ")
     assert len(errors) == 1 and len(hints) == 1, result.err
+    assert len(errors[0]) <= 300 and len(hints[0]) <= 300, (len(errors[0]), len(hints[0]))
     assert re.search(problem, errors[0]), errors[0]
     assert re.search(hint, hints[0]), hints[0]
     assert "Traceback" not in result.err and "╭" not in result.err, result.err

@@ -13,10 +13,13 @@ from auditkit.cli.app import Application, run_cli
 from auditkit.cli.audit import audit
 from auditkit.cli.doctor import doctor
 from auditkit.cli.forget import forget
+from auditkit.cli.ids import ids
 from auditkit.cli.plugins import plugins
 from auditkit.cli.report import report
 from auditkit.cli.train import train
 from auditkit.cli.verify import verify
+
+MAX_THREADS = 1024
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,7 +27,9 @@ from auditkit.cli.verify import verify
 @click.option("-v", "--verbose", count=True, help="More detail on stderr (repeatable).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
 @click.option("--json", "json_output", is_flag=True, help="Print a machine-readable summary on stdout.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, envvar="AUDITKIT_THREADS",
+# Bounded: a huge AUDITKIT_THREADS overflowed torch.set_num_threads with a traceback.
+@click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), default=1, show_default=True,
+              envvar="AUDITKIT_THREADS",
               help="CPU threads for torch (env AUDITKIT_THREADS). One is fastest for the small bundled "
                    "models; raise it for large ones.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, envvar="AUDITKIT_WORKERS",
@@ -46,7 +51,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, json_output: bool, thread
                           workers=workers)
 
 
-for command in (train, adopt, forget, audit, report, plugins, doctor, verify):
+for command in (train, adopt, forget, audit, report, ids, plugins, doctor, verify):
     cli.add_command(command)
 
 

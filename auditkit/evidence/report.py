@@ -18,7 +18,7 @@ from typing import Any
 
 import jinja2
 import matplotlib
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from auditkit.errors import InputError
 from auditkit.evidence.record import RunRecord
@@ -209,6 +209,41 @@ def _percent(value: Any) -> str:
     return "—" if value is None else f"{100 * float(value):.1f} %"
 
 
+#: Longest sample ID shown whole in the report; longer ones are elided (record.json keeps the full value).
+MAX_ID_CHARS = 80
+
+
+def _visible(text: str, *, keep: str = "") -> Markup:
+    """``text`` HTML-escaped, with each non-printable character but those in ``keep`` shown as its escape.
+
+    A bidirectional override would reorder what the reader sees (``abc\u202egnp.exe`` displays as
+    ``abcexe.png``) and a control character is invisible; both appear as a marked ``\u202e`` instead.
+    """
+    if text.isprintable():
+        return escape(text)
+    parts = [escape(c) if c.isprintable() or c in keep else Markup('<span class="esc">%s</span>') % repr(c)[1:-1]
+             for c in text]
+    return Markup("").join(parts)
+
+
+def _sample_id(value: Any) -> Markup:
+    """A sample ID for a table cell: control and bidi characters visible, a long one elided with its length."""
+    text = str(value)
+    if len(text) <= MAX_ID_CHARS:
+        return _visible(text)
+    head, tail = text[: MAX_ID_CHARS * 3 // 4], text[-(MAX_ID_CHARS // 4):]
+    return (_visible(head) + Markup("…") + _visible(tail) +
+            Markup(' <span class="muted">(%s characters; the full ID is in record.json)</span>') % f"{len(text):,}")
+
+
+def _finalize(value: Any) -> Any:
+    """Every ``{{ }}`` string the template prints: bidi and control characters (not line breaks or tabs)
+    shown escaped, so a plugin name, path or option cannot reorder or hide what the report says."""
+    if isinstance(value, str) and not isinstance(value, Markup) and not value.isprintable():
+        return _visible(value, keep="\n\t")
+    return value
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
@@ -217,8 +252,9 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_finalize,
     )
-    env.filters.update(num=_number, interval=_interval, percent=_percent)
+    env.filters.update(num=_number, interval=_interval, percent=_percent, sample_id=_sample_id)
     return env
 
 
