@@ -86,7 +86,7 @@ def test_lr_statistic_averages_the_papers_mia_over_draws(name, column):
     data = synthetic_input(seed=3, member_effect=0.7)
     output = REGISTRY.create("attacks", name).score(data)
     values = getattr(data.target, column)
-    draws = lr_mia_draws(values[data.members], values[~data.members], seed=3, draws=5)
+    draws = lr_mia_draws(values[data.members], values[~data.members], seed=3, draws=5).accuracies
     statistic = output.statistic
     assert statistic.name == "lr_accuracy" and statistic.chance == 0.5
     assert statistic.value == pytest.approx(draws.mean()) and statistic.spread == pytest.approx(draws.mean(1).std(ddof=1))

@@ -148,7 +148,7 @@ def test_lr_attack_is_the_papers_cross_validation():
         expected = cross_val_score(LogisticRegression(), values[:, None], labels, scoring="accuracy",
                                    cv=StratifiedShuffleSplit(n_splits=10, random_state=seed))
         np.testing.assert_array_equal(ours, expected)
-    draws = lr_mia_draws(members, nonmembers, seed=5, draws=4)
+    draws = lr_mia_draws(members, nonmembers, seed=5, draws=4).accuracies
     assert draws.shape == (4, 10) and np.array_equal(draws[0], lr_mia_accuracies(members, nonmembers, seed=5))
     assert not np.array_equal(draws[1], draws[0])  # another subsample of the non-members, other splits
 

@@ -178,7 +178,7 @@ def test_minimum_detectable_accuracy_is_reached_with_about_the_stated_power():
     shift = 2 * norm.ppf(detectable)
     hits = 0
     for _ in range(60):
-        accuracies = lr_mia_draws(rng.normal(-shift, 1, n), rng.normal(0, 1, 600), seed=0, draws=5)
+        accuracies = lr_mia_draws(rng.normal(-shift, 1, n), rng.normal(0, 1, 600), seed=0, draws=5).accuracies
         summary = corrected_resampled_mean(accuracies.ravel(), test_fraction=0.1, held_out=20)
         hits += summary.interval(level)[0] > 0.5
     assert hits / 60 >= 0.7

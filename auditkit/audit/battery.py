@@ -17,6 +17,7 @@ policy's margin at this request size. An audit that cannot pass is known at this
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -225,7 +226,7 @@ def complete_audit(
         utility=list(utility.values()),
         exposure_attack=policy.exposure_attack,
         exposures=_exposures(plan, fpr=policy.exposure_fpr),
-        losses={name: {group: table.group(group).loss.tolist() for group in ("forget", "retain", "test")}
+        losses={name: {group: _loss(table, group).tolist() for group in ("forget", "retain", "test")}
                 for name, table in tables.items()},
         methods=dict(METHODS),
         warnings=_design_warnings(plan),
@@ -272,6 +273,11 @@ def run_audit(
     return complete_audit(plan, unlearned=models["unlearned"], retrained=models.get("retrained"), progress=progress)
 
 
+@functools.lru_cache(maxsize=32)
+def _minimum_detectable_auc(n_members: int, n_nonmembers: int, level: float) -> float | None:
+    return minimum_detectable_auc(n_members, n_nonmembers, level=level)
+
+
 def _find(results: list[AttackResult], attack: str, model: str, population: str = "forget") -> AttackResult | None:
     return next((r for r in results if (r.attack, r.model, r.population) == (attack, model, population)), None)
 
@@ -290,6 +296,7 @@ def _attack_results(plan: AuditPlan, table: SignalTable, *, progress: ProgressCa
     """Every attack on ``table``'s model, forget vs test and retain sample vs test."""
     results: list[AttackResult] = []
     total = 2 * len(plan.attacks)
+    population, calibration = table.group("validation"), table.group("retain")
     for group in ("forget", "retain"):
         rows = table.take((table.groups == group) | (table.groups == "test"))
         members = rows.groups == group
@@ -298,15 +305,15 @@ def _attack_results(plan: AuditPlan, table: SignalTable, *, progress: ProgressCa
             count = attack.reference_models()
             output = attack.score(AttackInput(
                 target=_with_references(rows, count), members=members,
-                population=_with_references(table.group("validation"), count), seed=plan.seed,
-                calibration=_with_references(table.group("retain"), count) if count else None,
+                population=_with_references(population, count), seed=plan.seed,
+                calibration=_with_references(calibration, count) if count else None,
             ))
             scores = _checked_scores(attack, output, len(rows))
             result = _result(attack, output, scores, members, model=table.model, population=group,
                              level=plan.level, seed=plan.seed)
             result.reference_models = list(plan.reference_hashes[:count])
             if result.headline == "auc":
-                result.minimum_detectable = minimum_detectable_auc(n_members, n_nonmembers, level=plan.level)
+                result.minimum_detectable = _minimum_detectable_auc(n_members, n_nonmembers, plan.level)
             else:
                 result.minimum_detectable = attack.minimum_detectable_statistic(
                     n_members=n_members, n_nonmembers=n_nonmembers, level=plan.level)
@@ -379,13 +386,18 @@ def _result(attack: Attack, output: AttackOutput, scores: np.ndarray | None, mem
                         statistic=dataclasses.asdict(statistic))
 
 
+def _loss(table: SignalTable, group: str) -> np.ndarray:
+    """The per-sample losses of one group (without copying the table's logits, as ``table.group`` would)."""
+    return table.loss[table.groups == group]
+
+
 def _forget_loss_higher(table: SignalTable) -> bool:
-    return bool(table.group("forget").loss.mean() > table.group("test").loss.mean())
+    return bool(_loss(table, "forget").mean() > _loss(table, "test").mean())
 
 
 def _loss_ratio(table: SignalTable) -> RatioEstimate | None:
     """Mean forget loss / mean test loss with its interval, or None with fewer than 2 forgotten samples."""
-    forget, test = table.group("forget").loss, table.group("test").loss
+    forget, test = _loss(table, "forget"), _loss(table, "test")
     return ratio_of_means(forget, test) if len(forget) >= 2 and len(test) >= 2 else None
 
 
@@ -403,8 +415,7 @@ def _exposures(plan: AuditPlan, *, fpr: float) -> list[SampleExposure]:
     members = target.groups[rows] == "forget"
     threshold = np.quantile(scores[~members], 1 - fpr, method="higher")
     ids, member_scores = target.ids[rows][members], scores[members]
-    losses = target.group("forget").loss
-    original_losses = plan.tables["original"].group("forget").loss
+    losses, original_losses = _loss(target, "forget"), _loss(plan.tables["original"], "forget")
     order = np.argsort(-member_scores, kind="stable")
     return [SampleExposure(str(ids[i]), float(member_scores[i]), float(losses[i]), float(original_losses[i]),
                            bool(member_scores[i] > threshold)) for i in order]
@@ -412,9 +423,11 @@ def _exposures(plan: AuditPlan, *, fpr: float) -> list[SampleExposure]:
 
 def _utility(table: SignalTable) -> UtilityRow:
     """Top-1 accuracy per group, from the logits the battery already computed (the retain sample for retain)."""
+    correct = table.logits.argmax(1) == table.labels
+
     def accuracy(group: str) -> float:
-        rows = table.group(group)
-        return float((rows.logits.argmax(1) == rows.labels).mean()) if len(rows) else float("nan")
+        rows = table.groups == group
+        return float(correct[rows].mean()) if rows.any() else float("nan")
 
     return UtilityRow(table.model, accuracy("retain"), accuracy("forget"), accuracy("test"))
 

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from auditkit.audit.metrics import HELD_OUT_FRACTION, logistic_regression_1d, lr_mia_draws
+from auditkit.audit.metrics import HELD_OUT_FRACTION, lr_mia_draws
 from auditkit.audit.stats import corrected_resampled_mean, minimum_detectable_accuracy
 from auditkit.interfaces import Attack, AttackInput, AttackOutput, Statistic
 
@@ -19,9 +19,9 @@ class _LogisticAttack(Attack):
     from seed to seed, so the headline averages ``draws`` draws (draw 0 is the paper's) and reports
     their spread. Its interval is Nadeau & Bengio's corrected resampled t over all ``draws × n_splits``
     split accuracies (:func:`auditkit.audit.stats.corrected_resampled_mean`, with the binomial floor).
-    Per-sample scores are the signal oriented by the sign of one logistic regression fit on all rows
-    with balanced class weights (the same ranking as its decision function, without the rounding of
-    ``coef·x + intercept`` that makes tiny losses tie).
+    Per-sample scores are the signal oriented by the sign of the draws' fits on all their (balanced)
+    rows: the ranking of the logistic model's decision function, without the rounding of
+    ``coef·x + intercept`` that makes tiny losses tie.
     """
 
     SIGNAL: ClassVar[str]
@@ -40,18 +40,19 @@ class _LogisticAttack(Attack):
             return AttackOutput(scores=None, parameters=parameters, abstained=(
                 f"its {n_splits}-split cross-validation needs at least {n_splits} members and "
                 f"{n_splits} non-members, and there are {n} (lower the attack's n_splits option, or forget more)"))
-        accuracies = lr_mia_draws(values[members], values[~members], seed=data.seed, n_splits=n_splits, draws=draws)
+        result = lr_mia_draws(values[members], values[~members], seed=data.seed, n_splits=n_splits, draws=draws)
         held_out = math.ceil(HELD_OUT_FRACTION * 2 * n)
-        summary = corrected_resampled_mean(accuracies.ravel(), test_fraction=HELD_OUT_FRACTION, held_out=held_out)
-        per_draw = accuracies.mean(1)
+        summary = corrected_resampled_mean(result.accuracies.ravel(), test_fraction=HELD_OUT_FRACTION,
+                                           held_out=held_out)
+        per_draw = result.accuracies.mean(1)
         spread = float(per_draw.std(ddof=1)) if draws > 1 else 0.0
-        weights = np.where(members, 0.5 / members.sum(), 0.5 / (~members).sum()) * len(members)
-        coef, _ = logistic_regression_1d(values[None], members[None], weights[None])
+        # The direction the draws' balanced fits agree on (their mean coefficient's sign).
+        direction = float(np.sign(result.coefficients.mean()))
         low, high = summary.interval(0.95)
         parameters.update(draw_accuracies=per_draw.tolist(),
-                          direction="lower value = member" if coef[0] < 0 else "higher value = member")
+                          direction="lower value = member" if direction < 0 else "higher value = member")
         return AttackOutput(
-            scores=np.sign(coef[0]) * values,
+            scores=direction * values,
             statistic=Statistic("lr_accuracy", summary.mean, low, high, 0.5, se=summary.se, df=summary.df,
                                 spread=spread),
             parameters=parameters,
