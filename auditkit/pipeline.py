@@ -2,10 +2,12 @@
 
 Everything that can be wrong with the command line (plugins, options, policy, backend, output folder,
 audit trail) is resolved first, so a typo fails in a second rather than after a training run. Then the
-checkpoint, dataset and request are loaded and checked against each other; then the method and the
-battery run; and only at the end are outputs written: into a hidden temporary folder beside ``--out``
-that is renamed into place after the audit-trail line has been appended. An interrupted or failed run
-therefore leaves no output folder, and the original checkpoint is only ever read.
+checkpoint, dataset and request are loaded and checked against each other; then the battery's first
+phase on the original model (so a broken attack fails, and an audit that cannot pass is announced, before
+any unlearning), the method, and the battery's second phase; and only at the end are outputs written:
+into a hidden temporary folder beside ``--out`` that is renamed into place after the audit-trail line
+has been appended. An interrupted or failed run therefore leaves no output folder, and the original
+checkpoint is only ever read.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from auditkit.audit.stats import (
     bonferroni_level,
     clopper_pearson,
     corrected_resampled_mean,
-    cv_mean_interval,
     delong_auc,
     delong_placements,
     hanley_mcneil_variance,
@@ -194,7 +193,7 @@ def test_clopper_pearson_matches_scipy_exact_interval():
 
 def test_corrected_resampled_interval_and_its_binomial_floor():
     values = np.asarray([0.5, 0.6, 0.55, 0.45, 0.5, 0.65, 0.6, 0.5, 0.55, 0.6])
-    low, high = cv_mean_interval(values, test_fraction=0.1)
+    low, high = corrected_resampled_mean(values, test_fraction=0.1).interval(0.95)
     # Nadeau & Bengio: mean ± t(0.975, 9)·sqrt((1/10 + 0.1/0.9)·s²), mean 0.55, s² = 0.0038889; t = 2.2622.
     half = 2.2622 * np.sqrt((0.1 + 0.1 / 0.9) * 0.0038888889)
     assert low == pytest.approx(0.55 - half, abs=1e-4) and high == pytest.approx(0.55 + half, abs=1e-4)

@@ -44,8 +44,8 @@ MODEL_NAMES = ("original", "unlearned", "retrained")
 
 METHODS = {
     "auc": "Mann–Whitney AUC with DeLong's variance (fast midrank algorithm, Sun & Xu 2014) and a t quantile "
-           "with Welch–Satterthwaite degrees of freedom; an attack abstains below 2 members or 2 non-members, "
-           "or when its scores are all equal",
+           "with min(members, non-members) − 1 degrees of freedom; an attack abstains below 2 members or 2 "
+           "non-members, or when its scores are all equal",
     "lr_accuracy": "the ∇τ paper's LR attack (balanced seeded subsample, 10-split StratifiedShuffleSplit, "
                    "scikit-learn LogisticRegression() solved exactly by Newton steps), averaged over seeded "
                    "subsample draws (the attack's draws option; draw 0 is the paper's); Nadeau & Bengio's "

@@ -222,11 +222,6 @@ def corrected_resampled_mean(
     return ResampledMean(mean, se, float(max(len(values) - 1, 1)))
 
 
-def cv_mean_interval(values: np.ndarray, *, test_fraction: float, level: float = 0.95) -> tuple[float, float]:
-    """The ``level`` interval of :func:`corrected_resampled_mean` (no binomial floor)."""
-    return corrected_resampled_mean(values, test_fraction=test_fraction).interval(level)
-
-
 def minimum_detectable_accuracy(
     n_per_class: int, *, level: float, splits: int, test_fraction: float, power: float = POWER
 ) -> float | None:

@@ -66,7 +66,7 @@ class RunRecord:
             ``--include-ids``; the report never lists more than the most exposed ones).
         dataset: plugin name, options and split sizes.
         checkpoints: ``original`` (path, sha256, manifest) and ``unlearned`` (file, sha256) or, for
-            ``auditkit audit``, the audited checkpoint (and any reference).
+            ``auditkit audit``, the audited checkpoint (and the retrained model, if any).
         method: name, options, the settings it resolved and the op backend that ran (None for audits).
         history: per-epoch dicts from the method (epoch, tau, alpha, lr, forget_loss, retain_loss,
             forget_below_tau, test_accuracy, mia).
