@@ -16,6 +16,7 @@ from auditkit.cli import cli
 from auditkit.cli.app import run_cli
 from auditkit.evidence.record import RunRecord
 from reliability_helpers import fast_config
+from test_cli import invoke
 
 EXAMPLE_REQUEST = Path(__file__).resolve().parents[1] / "examples" / "request.csv"
 SPY_PLUGINS = '''
@@ -44,12 +45,6 @@ class SpyMethod(UnlearningMethod):
         Path("unlearn-was-called").write_text("yes")
         raise RunError("spy method stops here", hint="this is a test")
 '''
-
-
-def invoke(capsys, *args: str) -> tuple[int, str, str]:
-    code = run_cli(cli, list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

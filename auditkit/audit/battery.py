@@ -30,7 +30,7 @@ from auditkit.audit.policy import Policy
 from auditkit.audit.reference_models import ReferenceTrainer, train_reference_models
 from auditkit.audit.results import AttackResult, AuditResult, PowerRow, SampleExposure, UtilityRow
 from auditkit.audit.signals import SignalTable, compute_signals
-from auditkit.audit.stats import POWER, RatioEstimate, minimum_detectable_auc, ratio_of_means, two_sided_quantile
+from auditkit.audit.stats import POWER, RatioEstimate, minimum_detectable_auc, ratio_of_means, t_interval
 from auditkit.data import SampleSet
 from auditkit.errors import InputError, RunError
 from auditkit.interfaces import Attack, AttackInput, AttackOutput
@@ -379,8 +379,7 @@ def _result(attack: Attack, output: AttackOutput, scores: np.ndarray | None, mem
                             headline_ci=metrics.auc_ci, headline_se=metrics.auc_se, headline_df=metrics.auc_df)
     ci = (statistic.ci_low, statistic.ci_high)
     if None in ci:  # only a standard error: its own 95 % interval
-        half = two_sided_quantile(0.95, statistic.df) * statistic.se
-        ci = (statistic.value - half, statistic.value + half)
+        ci = t_interval(statistic.value, statistic.se, statistic.df, 0.95)
     return AttackResult(**base, metrics=metrics, headline=statistic.name, headline_value=statistic.value,
                         headline_ci=ci, headline_se=statistic.se, headline_df=statistic.df,
                         statistic=dataclasses.asdict(statistic))

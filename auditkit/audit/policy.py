@@ -18,7 +18,7 @@ from typing import Any
 from scipy.stats import norm
 
 from auditkit.audit.results import HEADLINE_LABELS, AttackResult, PowerRow, Verdict
-from auditkit.audit.stats import RatioEstimate, bonferroni_level, members_needed, two_sided_quantile
+from auditkit.audit.stats import RatioEstimate, bonferroni_level, members_needed, t_interval
 from auditkit.errors import InputError
 
 LOSS_RATIO_CHECK = "forget-loss-ratio"
@@ -40,8 +40,7 @@ def headline_interval(result: AttackResult, level: float) -> tuple[float, float]
     """
     value = result.headline_value
     if result.headline_se is not None:
-        half = two_sided_quantile(level, result.headline_df) * result.headline_se
-        low, high = value - half, value + half
+        low, high = t_interval(value, result.headline_se, result.headline_df, level)
     else:
         stretch = norm.ppf(0.5 + level / 2) / norm.ppf(0.975)
         low = value - stretch * (value - result.headline_ci[0])

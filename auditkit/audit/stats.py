@@ -37,6 +37,12 @@ def two_sided_quantile(level: float, df: float | None = None) -> float:
     return float(t_dist.ppf(0.5 + level / 2, df))
 
 
+def t_interval(center: float, se: float, df: float | None, level: float) -> tuple[float, float]:
+    """``center ± t(df)·se`` at two-sided confidence ``level``."""
+    half = two_sided_quantile(level, df) * se
+    return center - half, center + half
+
+
 # ---------------------------------------------------------------- the AUC
 
 
@@ -58,8 +64,8 @@ class AucEstimate:
         return math.sqrt(self.variance)
 
     def interval(self, level: float) -> tuple[float, float]:
-        half = two_sided_quantile(level, self.df) * self.se
-        return max(self.auc - half, 0.0), min(self.auc + half, 1.0)
+        low, high = t_interval(self.auc, self.se, self.df, level)
+        return max(low, 0.0), min(high, 1.0)
 
 
 def sorted_placements(positives: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -197,8 +203,7 @@ class ResampledMean:
     df: float
 
     def interval(self, level: float) -> tuple[float, float]:
-        half = two_sided_quantile(level, self.df) * self.se
-        return self.mean - half, self.mean + half
+        return t_interval(self.mean, self.se, self.df, level)
 
 
 def corrected_resampled_mean(
@@ -260,8 +265,8 @@ class RatioEstimate:
     df: float
 
     def interval(self, level: float) -> tuple[float, float]:
-        half = two_sided_quantile(level, self.df) * self.log_se
-        return self.ratio * math.exp(-half), self.ratio * math.exp(half)
+        low, high = t_interval(math.log(self.ratio), self.log_se, self.df, level)
+        return math.exp(low), math.exp(high)
 
 
 def ratio_of_means(numerator: np.ndarray, denominator: np.ndarray) -> RatioEstimate:
