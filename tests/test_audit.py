@@ -255,11 +255,12 @@ def test_policy_decisions_are_two_sided():
     silent = policy.judge(judged(None, 0, abstained="one member"), None, forget_loss_higher=False, level=level)
     assert silent.status == "abstained" and silent.value is None and "one member" in silent.reason
     # The loss ratio fails far above (over-forgetting) and far below (under-forgetting), with the direction.
-    far_above = policy.judge_loss_ratio(RatioEstimate(5.0, 0.2, 100), None, level=level)
-    far_below = policy.judge_loss_ratio(RatioEstimate(0.02, 0.3, 100), None, level=level)
+    pivots = np.random.default_rng(0).normal(0, 0.2, 4000)
+    far_above = policy.judge_loss_ratio(RatioEstimate(5.0, pivots), None, level=level)
+    far_below = policy.judge_loss_ratio(RatioEstimate(0.02, pivots), None, level=level)
     assert far_above.status == "over-forgetting" and "far above" in far_above.reason
     assert far_below.status == "fail" and "far below (under-forgetting)" in far_below.reason
-    assert policy.judge_loss_ratio(RatioEstimate(1.1, 0.3, 100), None, level=level).status == "pass"
+    assert policy.judge_loss_ratio(RatioEstimate(1.1, pivots), None, level=level).status == "pass"
     assert policy.judge_loss_ratio(None, None, level=level).status == "abstained"
 
 

@@ -58,8 +58,9 @@ METHODS = {
     "tpr_at_fpr": "TPR at the threshold only 1 % (0.1 %) of non-members exceed, exact 95 % Clopper–Pearson interval",
     "epsilon_lower_bound": "δ = 1e-5; threshold and DP inequality chosen on a seeded half of the members and "
                            "non-members, 95 % Clopper–Pearson bounds on that one threshold on the other half",
-    "forget_loss_ratio": "mean forget loss / mean test loss, delta-method interval on the log scale with "
-                         "Welch–Satterthwaite degrees of freedom; abstains below 2 forgotten samples",
+    "forget_loss_ratio": "mean forget loss / mean test loss; interval from the pivot mean(A)/mean(B) of "
+                         "test losses resampled at both sets' sizes (valid for heavy-tailed losses under "
+                         "forget ~ R · test); abstains below 2 forgotten samples",
 }
 """How each statistic in the result was computed (recorded as ``AuditResult.methods``)."""
 
@@ -205,8 +206,8 @@ def complete_audit(
     higher = _forget_loss_higher(unlearned_table)
     verdicts = [policy.judge(_find(results, a.PLUGIN_NAME, "unlearned"), _find(results, a.PLUGIN_NAME, "retrained"),
                              forget_loss_higher=higher, level=plan.level) for a in plan.attacks]
-    retrained_ratio = _loss_ratio(tables["retrained"]) if "retrained" in tables else None
-    verdicts.append(policy.judge_loss_ratio(_loss_ratio(unlearned_table),
+    retrained_ratio = _loss_ratio(tables["retrained"], seed=plan.seed) if "retrained" in tables else None
+    verdicts.append(policy.judge_loss_ratio(_loss_ratio(unlearned_table, seed=plan.seed),
                                             retrained_ratio.ratio if retrained_ratio else None, level=plan.level))
     utility = {name: _utility(table) for name, table in tables.items()}
     verdicts.append(policy.judge_utility(utility["original"].test_accuracy, utility["unlearned"].test_accuracy,
@@ -394,10 +395,10 @@ def _forget_loss_higher(table: SignalTable) -> bool:
     return bool(_loss(table, "forget").mean() > _loss(table, "test").mean())
 
 
-def _loss_ratio(table: SignalTable) -> RatioEstimate | None:
+def _loss_ratio(table: SignalTable, *, seed: int) -> RatioEstimate | None:
     """Mean forget loss / mean test loss with its interval, or None with fewer than 2 forgotten samples."""
     forget, test = _loss(table, "forget"), _loss(table, "test")
-    return ratio_of_means(forget, test) if len(forget) >= 2 and len(test) >= 2 else None
+    return ratio_of_means(forget, test, seed=seed) if len(forget) >= 2 and len(test) >= 2 else None
 
 
 def _exposures(plan: AuditPlan, *, fpr: float) -> list[SampleExposure]:

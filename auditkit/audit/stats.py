@@ -255,34 +255,47 @@ def minimum_detectable_accuracy(
 
 # ---------------------------------------------------------------- the loss ratio
 
+RATIO_ROUNDS = 4000
+"""Resampling rounds behind :func:`ratio_of_means` (≈ 12 in each 0.3 % tail, the 8-check verdict level's)."""
+_EXACT_RESAMPLING = 2_000_000  # rounds × n above which a mean's sampling distribution is taken as normal
+
 
 @dataclass(frozen=True)
 class RatioEstimate:
-    """``mean(a) / mean(b)`` with a delta-method interval on the log scale and Welch's degrees of freedom."""
+    """``mean(forget) / mean(test)`` and resampled values of its pivot ``log(A/B)`` (see :func:`ratio_of_means`)."""
 
     ratio: float
-    log_se: float
-    df: float
+    log_pivots: np.ndarray
 
     def interval(self, level: float) -> tuple[float, float]:
-        low, high = t_interval(math.log(self.ratio), self.log_se, self.df, level)
-        return math.exp(low), math.exp(high)
+        low, high = np.quantile(self.log_pivots, [(1 - level) / 2, (1 + level) / 2])
+        return self.ratio * math.exp(-high), self.ratio * math.exp(-low)
 
 
-def ratio_of_means(numerator: np.ndarray, denominator: np.ndarray) -> RatioEstimate:
-    """The ratio of two independent samples' means and the standard error of its logarithm.
+def ratio_of_means(forget: np.ndarray, test: np.ndarray, *, seed: int, rounds: int = RATIO_ROUNDS) -> RatioEstimate:
+    """The ratio R of the forget set's mean loss to the test split's, with an interval valid for heavy tails.
 
-    Delta method: ``Var(log x̄/ȳ) ≈ s_x²/(n_x x̄²) + s_y²/(n_y ȳ²)`` (e.g. Casella & Berger, §5.5.4); the
-    log scale keeps the interval positive and symmetric in "k× above" and "k× below". Welch–Satterthwaite
-    degrees of freedom (Welch 1947) make it wider for small samples. Both samples need ≥ 2 values and a
-    positive mean.
+    Losses of a well-fit model are mostly tiny with a few large ones (misclassified samples), so a mean
+    over a few dozen forgotten samples depends on whether one of those happens to be among them, and the
+    delta method (or a bootstrap of the forget set itself) calls a retrained model's forget loss "far
+    below" the test loss in 25–69 % of draws at 10–43 forgotten samples (measured, ``tests/test_stats.py``).
+    Instead the interval assumes the scaling model ``forget loss ~ R · test loss`` (which a model that
+    never saw the samples satisfies with R = 1): then ``mean(forget) / mean(test) = R · A/B`` with A the
+    mean of n_forget and B the mean of n_test draws from the test losses' distribution, whose pivot A/B
+    is resampled from the test losses (exactly; or from the normal approximation of a mean when rounds × n
+    exceeds 2 M, i.e. n > 500 at the default rounds). The interval is ``[R̂ / q_hi, R̂ / q_lo]`` with q the
+    pivot's quantiles: a bootstrap-calibrated pivot (Efron & Tibshirani 1993, ch. 12), seeded.
     """
-    x, y = np.asarray(numerator, dtype=np.float64), np.asarray(denominator, dtype=np.float64)
+    x, y = np.asarray(forget, dtype=np.float64), np.asarray(test, dtype=np.float64)
     if len(x) < 2 or len(y) < 2:
         raise ValueError(f"a ratio interval needs at least 2 values on each side, got {len(x)} and {len(y)}")
+    rng = np.random.default_rng([seed, 0x7A710])
+
+    def means(n: int) -> np.ndarray:
+        if rounds * n <= _EXACT_RESAMPLING:
+            return y[rng.integers(0, len(y), (rounds, n))].mean(1)
+        return rng.normal(y.mean(), y.std(ddof=1) / math.sqrt(n), rounds)
+
     tiny = np.finfo(np.float64).tiny
-    mx, my = max(float(x.mean()), tiny), max(float(y.mean()), tiny)
-    a, b = x.var(ddof=1) / (len(x) * mx**2), y.var(ddof=1) / (len(y) * my**2)
-    denominator_df = a**2 / (len(x) - 1) + b**2 / (len(y) - 1)
-    df = (a + b) ** 2 / denominator_df if denominator_df > 0 else math.inf
-    return RatioEstimate(mx / my, math.sqrt(a + b), float(df))
+    pivots = np.log(np.maximum(means(len(x)), tiny) / np.maximum(means(len(y)), tiny))
+    return RatioEstimate(float(x.mean() / max(y.mean(), tiny)), pivots)
