@@ -14,7 +14,7 @@ import pickle
 import platform
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -62,9 +62,13 @@ class CheckpointManifest:
         dataset / dataset_options: dataset plugin name and options (split seed included).
         num_classes / input_shape: the ``C`` and per-sample shape the model was built for.
         train_ids_sha256 / train_count: fingerprint (:func:`ids_sha256`) and size of the training set.
-        recipe: the :class:`~auditkit.training.TrainRecipe` as a dict; seed: the training seed.
+        recipe: the :class:`~auditkit.training.TrainRecipe` as a dict, or ``None`` for a model adopted
+            without one (then nothing that retrains is allowed); seed: the training seed (``None`` if unknown).
         metrics: accuracies measured after training (``train_accuracy``, ``test_accuracy``, ...).
         auditkit_version / torch_version / python_version: the software that wrote it.
+        train_ids: the exact training IDs when they differ from the dataset's own train split (a model
+            adopted with ``--train-ids``); ``None`` means the dataset's train split.
+        adopted_from: for ``auditkit adopt``, the state-dict file's name and SHA-256; ``None`` otherwise.
     """
 
     model: str
@@ -75,12 +79,14 @@ class CheckpointManifest:
     input_shape: tuple[int, ...]
     train_ids_sha256: str
     train_count: int
-    recipe: dict[str, Any]
-    seed: int
+    recipe: dict[str, Any] | None
+    seed: int | None
     metrics: dict[str, float] = field(default_factory=dict)
     auditkit_version: str = auditkit.__version__
     torch_version: str = str(torch.__version__)
     python_version: str = platform.python_version()
+    train_ids: list[str] | None = None
+    adopted_from: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values only (lists, not tuples): fit for JSON and for ``weights_only`` loading."""
@@ -106,14 +112,19 @@ class CheckpointManifest:
         return cls(**known)
 
     @property
-    def train_recipe(self) -> TrainRecipe:
-        """The recipe as a :class:`TrainRecipe` (for ``retrain`` and reference models)."""
-        return TrainRecipe.from_dict(self.recipe)
+    def train_recipe(self) -> TrainRecipe | None:
+        """The recipe as a :class:`TrainRecipe` (for ``retrain`` and reference models); ``None`` if none was recorded."""
+        return None if self.recipe is None else TrainRecipe.from_dict(self.recipe)
 
     def describe_model(self) -> str:
         """E.g. ``mlp (widths=[256])`` for error messages and reports."""
-        options = ", ".join(f"{k}={v!r}" for k, v in sorted(self.model_options.items()))
-        return f"{self.model} ({options})" if options else self.model
+        return describe_model(self.model, self.model_options)
+
+
+def describe_model(model: str, options: dict[str, Any]) -> str:
+    """A model plugin and its options as one phrase, e.g. ``mlp (widths=[256])``."""
+    listed = ", ".join(f"{k}={v!r}" for k, v in sorted(_plain(options).items()))
+    return f"{model} ({listed})" if listed else model
 
 
 @dataclass(frozen=True)
@@ -160,17 +171,24 @@ def model_builder(manifest: CheckpointManifest, *, registry: Registry) -> Callab
     return lambda: plugin.build(input_shape=tuple(manifest.input_shape), num_classes=manifest.num_classes)
 
 
-def _read_payload(path: Path) -> dict[str, Any]:
+def read_weights_only(path: Path, *, what: str = "checkpoint", flag: str = "--checkpoint",
+                      make: str = "train one with `auditkit train`",
+                      save: str = "save only tensors: use `auditkit train`, or auditkit.checkpoint.save_checkpoint "
+                                  "with model.state_dict()") -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU, every failure one :class:`InputError` naming ``what``.
+
+    ``flag`` names the option that gave the path, ``make`` how to create a good file and ``save`` how
+    to save one without pickled code (the hints).
+    """
     name = str(path)
     if not path.exists():
-        raise InputError(f"checkpoint {name!r} does not exist",
-                         hint="train one with `auditkit train` or check the --checkpoint path")
+        raise InputError(f"{what} {name!r} does not exist", hint=f"{make} or check the {flag} path")
     if not path.is_file():
-        raise InputError(f"checkpoint {name!r} is not a file", hint="point --checkpoint at the .pt file")
+        raise InputError(f"{what} {name!r} is not a file", hint=f"point {flag} at the .pt file")
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols above our own error
             warnings.simplefilter("ignore", UserWarning)
-            payload = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt file can make the unpickler raise anything (KeyError, EOFError, ...)
         text = str(exc).strip()
         # torch's own first line advises weights_only=False; the unpickler's words say what it met.
@@ -178,18 +196,22 @@ def _read_payload(path: Path) -> dict[str, Any]:
         detail = found.group(1).strip() if found else text.splitlines()[0] if text else type(exc).__name__
         # Only a refused global is code or an object; any other refusal is a corrupt or foreign file.
         if isinstance(exc, pickle.UnpicklingError) and "unsupported global" in detail.lower():
-            raise InputError(f"checkpoint {name!r} contains pickled code or objects, which auditkit refuses to load "
-                             "(torch.load with weights_only=True rejected it)",
-                             hint="save only tensors: use `auditkit train`, or auditkit.checkpoint.save_checkpoint "
-                                  "with model.state_dict()") from None
-        raise InputError(f"checkpoint {name!r} is not a readable torch file ({detail})",
-                         hint="the file is truncated or not a checkpoint; re-create it with `auditkit train`") from None
+            raise InputError(f"{what} {name!r} contains pickled code or objects, which auditkit refuses to load "
+                             "(torch.load with weights_only=True rejected it)", hint=save) from None
+        raise InputError(f"{what} {name!r} is not a readable torch file ({detail})",
+                         hint=f"the file is truncated or not a {what}; {make}") from None
+
+
+def _read_payload(path: Path) -> dict[str, Any]:
+    name = str(path)
+    payload = read_weights_only(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         bare = isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values())
         raise InputError(
             f"{name!r} is {'a bare state dict' if bare else 'not an auditkit checkpoint'} (no manifest)",
-            hint="auditkit needs the model plugin and training data recorded: write it with "
-                 "auditkit.checkpoint.save_checkpoint(path, state_dict=..., manifest=...) or `auditkit train`",
+            hint="auditkit needs the model plugin and training data recorded: adopt it with `auditkit adopt "
+                 "--state-dict FILE --model PLUGIN --dataset PLUGIN --out CHECKPOINT`, or write it with "
+                 "auditkit.checkpoint.save_checkpoint(path, state_dict=..., manifest=...)",
         )
     if payload.get("version") != VERSION:
         raise InputError(f"checkpoint {name!r} has format version {payload.get('version')!r}; "
@@ -199,24 +221,40 @@ def _read_payload(path: Path) -> dict[str, Any]:
     return payload
 
 
-def _check_architecture(model: nn.Module, state_dict: dict[str, torch.Tensor], manifest: CheckpointManifest,
-                        name: str) -> None:
-    """One readable error when the weights do not fit the architecture the manifest names."""
+def _listed(keys: list[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def architecture_mismatch(model: nn.Module, state_dict: dict[str, Any]) -> list[str]:
+    """What keeps ``state_dict`` from loading into ``model`` exactly: missing, unexpected and mis-shaped
+    keys, each list elided after five names; empty when it fits."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
-    reshaped = [k for k in expected if k in state_dict and tuple(expected[k].shape) != tuple(state_dict[k].shape)]
-    if not (missing or unexpected or reshaped):
-        return
+    reshaped = [k for k in expected if k in state_dict and (not isinstance(state_dict[k], torch.Tensor) or
+                                                              tuple(expected[k].shape) != tuple(state_dict[k].shape))]
     parts = []
-    if reshaped:
-        key = reshaped[0]
-        parts.append(f"{len(reshaped)} tensor(s) differ in shape, e.g. {key} is {list(state_dict[key].shape)} "
-                     f"in the file but {list(expected[key].shape)} in the model")
     if missing:
-        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        parts.append(f"{len(missing)} missing: {_listed(missing)}")
     if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        parts.append(f"{len(unexpected)} unexpected: {_listed(unexpected)}")
+    if reshaped:
+        shapes = [f"{k} {_shape(state_dict[k])} in the file, {list(expected[k].shape)} in the model" for k in reshaped]
+        parts.append(f"{len(reshaped)} of another shape: {_listed(shapes, limit=3)}")
+    return parts
+
+
+def _shape(value: Any) -> str:
+    return str(list(value.shape)) if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
+
+
+def _check_architecture(model: nn.Module, state_dict: dict[str, torch.Tensor], manifest: CheckpointManifest,
+                        name: str) -> None:
+    """One readable error when the weights do not fit the architecture the manifest names."""
+    parts = architecture_mismatch(model, state_dict)
+    if not parts:
+        return
     raise InputError(
         f"checkpoint {name!r} does not fit the architecture its manifest names, {manifest.describe_model()} "
         f"for input {list(manifest.input_shape)} and {manifest.num_classes} classes: {'; '.join(parts)}",
@@ -235,6 +273,31 @@ def load_checkpoint(path: str | Path, *, registry: Registry) -> LoadedCheckpoint
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return LoadedCheckpoint(model=model, manifest=manifest, sha256=sha256_file(file), path=file)
+
+
+def load_dataset(manifest: CheckpointManifest, *, registry: Registry) -> SampleSet:
+    """The dataset a checkpoint was trained on, with its training IDs applied, checked against the manifest."""
+    data = registry.create("datasets", manifest.dataset, **manifest.dataset_options).load()
+    if manifest.train_ids is not None:
+        data = with_training_ids(data, manifest.train_ids, source="the checkpoint's training IDs")
+    check_matches_dataset(manifest, data)
+    return data
+
+
+def with_training_ids(data: SampleSet, train_ids: Sequence[str], *, source: str) -> SampleSet:
+    """:meth:`SampleSet.with_training_ids`, refusing unknown IDs and a split left without validation or test data."""
+    try:
+        adjusted = data.with_training_ids(train_ids)
+    except KeyError as exc:
+        unknown = exc.args[0]
+        raise InputError(f"{len(unknown)} of {source} are not in dataset {data.name!r}: {_listed(unknown)}",
+                         hint="list IDs of this dataset (and its options) only; IDs are case-sensitive") from None
+    for split in ("validation", "test"):
+        if not len(adjusted.indices(split)):
+            raise InputError(f"{source} cover every {split} sample of dataset {data.name!r}, so none is left "
+                             "unseen", hint=f"the audit needs unseen {split} samples: give the dataset a {split} "
+                                            "split outside the training IDs (e.g. a split column)")
+    return adjusted
 
 
 def check_matches_dataset(manifest: CheckpointManifest, data: SampleSet) -> None:
@@ -289,8 +352,8 @@ def train_checkpoint(
     train, test = data.indices("train"), data.indices("test")
     torch.manual_seed(seed)
     network = model_plugin.build(input_shape=data.input_shape, num_classes=data.num_classes)
-    features, labels = data.subset(train)
-    train_model(network, features, labels, recipe=train_recipe, seed=seed, progress=progress)
+    train_rows = data.rows(train)
+    train_model(network, train_rows, recipe=train_recipe, seed=seed, progress=progress)
     manifest = CheckpointManifest(
         model=model_name,
         model_options=_plain(model_plugin.options),
@@ -302,7 +365,6 @@ def train_checkpoint(
         train_count=len(train),
         recipe=train_recipe.to_dict(),
         seed=seed,
-        metrics={"train_accuracy": accuracy(network, features, labels),
-                 "test_accuracy": accuracy(network, *data.subset(test))},
+        metrics={"train_accuracy": accuracy(network, train_rows), "test_accuracy": accuracy(network, data.rows(test))},
     )
     return manifest, save_checkpoint(out, state_dict=network.state_dict(), manifest=manifest)

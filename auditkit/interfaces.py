@@ -94,14 +94,16 @@ class UnlearningTask:
     """Everything an unlearning method may use.
 
     ``forget``, ``retain``, ``validation`` and ``test`` are ``int64`` positions into ``data``; the
-    retain set is the training split minus the forget set. ``model`` is a private copy of the original
-    model that the method may modify; ``build_model`` returns a freshly initialised model of the same
-    architecture (for retraining from scratch).
+    retain set is the training split minus the forget set. Read rows with ``data.rows(positions)`` and
+    :func:`auditkit.data.stream` (in memory or streamed alike), never ``data.features``. ``model`` is a
+    private copy of the original model that the method may modify; ``build_model`` returns a freshly
+    initialised model of the same architecture (for retraining from scratch); ``recipe`` is how the
+    original was trained, ``None`` for a checkpoint adopted without one (see ``NEEDS_RECIPE``).
     """
 
     model: nn.Module
     build_model: Callable[[], nn.Module]
-    recipe: TrainRecipe
+    recipe: TrainRecipe | None
     data: SampleSet
     forget: np.ndarray
     retain: np.ndarray
@@ -123,7 +125,13 @@ class UnlearningOutcome:
 
 
 class UnlearningMethod(Plugin, ABC):
-    """Removes the forget set's influence from a trained model."""
+    """Removes the forget set's influence from a trained model.
+
+    ``NEEDS_RECIPE``: the method trains with the checkpoint's recorded recipe (``task.recipe``), so it
+    is refused up front for a checkpoint adopted without one.
+    """
+
+    NEEDS_RECIPE: ClassVar[bool] = False
 
     @abstractmethod
     def unlearn(self, task: UnlearningTask, *, progress: ProgressCallback = no_progress) -> UnlearningOutcome:

@@ -23,19 +23,17 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from auditkit import __version__
-from auditkit.audit.battery import DEFAULT_ATTACKS, AuditPlan, check_battery, complete_audit, prepare_audit
-from auditkit.audit.policy import Policy
-from auditkit.audit.reference_models import ReferenceTrainer
 from auditkit.checkpoint import (
     check_matches_dataset,
     ids_sha256,
     load_checkpoint,
+    load_dataset,
     model_builder,
     save_checkpoint,
     train_checkpoint,
@@ -43,7 +41,6 @@ from auditkit.checkpoint import (
 from auditkit.data import SampleSet
 from auditkit.errors import EXIT_INCONCLUSIVE, EXIT_POLICY_FAILED, AuditkitError, InputError, RunError
 from auditkit.evidence.record import RunRecord, collect_provenance, utc_now
-from auditkit.evidence.report import render_report
 from auditkit.evidence.trail import (
     RECORD_FILE,
     TrailLine,
@@ -59,6 +56,11 @@ from auditkit.progress import ProgressCallback, no_progress
 from auditkit.registry import Registry
 from auditkit.request import parse_request, resolve_request
 from auditkit.training import accuracy
+
+if TYPE_CHECKING:  # imported where used: `auditkit train` never needs scipy, scikit-learn or matplotlib
+    from auditkit.audit.battery import AuditPlan
+    from auditkit.audit.policy import Policy
+    from auditkit.audit.reference_models import ReferenceTrainer
 
 MODEL_FILE = "model.pt"
 RETRAINED_FILE = "retrained.pt"
@@ -203,6 +205,9 @@ def _resolve(settings: RunSettings, *, with_method: bool) -> _Resolved:
             raise InputError(f"{role} file {str(path)!r} {'is a folder' if Path(path).is_dir() else 'does not exist'}",
                              hint="train one with `auditkit train`" if role != "request"
                              else "pass a CSV of sample IDs with --ids")
+    from auditkit.audit.battery import DEFAULT_ATTACKS, check_battery
+    from auditkit.audit.policy import Policy
+
     registry = _registry(settings.plugin_files)
     problems: list[AuditkitError] = []
 
@@ -302,6 +307,17 @@ def default_run_dir(root: Path = Path("runs")) -> Path:
 # ---------------------------------------------------------------- train
 
 
+def check_checkpoint_out(out: Path, *, force: bool, keep: tuple[Path | None, ...] = ()) -> None:
+    """Refuse a checkpoint path that is a folder, exists (unless ``force``), would replace an input in
+    ``keep``, or cannot be written; before any heavy work."""
+    if out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a folder", hint="name the checkpoint file, e.g. --out runs/model.pt")
+    if out.exists() and not force:
+        raise InputError(f"checkpoint {str(out)!r} already exists",
+                         hint="choose another --out, or pass --force to replace it")
+    _check_out(out, force=True, keep=keep)
+
+
 def run_train(settings: TrainSettings, *, progress: ProgressCallback = no_progress) -> dict[str, Any]:
     """Train a model plugin on a dataset's train split and write the checkpoint atomically.
 
@@ -311,12 +327,7 @@ def run_train(settings: TrainSettings, *, progress: ProgressCallback = no_progre
     registry = _registry(settings.plugin_files)
     model = settings.model or registry.get("datasets", settings.dataset).DEFAULT_MODEL
     out = settings.out if settings.out is not None else Path("runs") / f"{settings.dataset}-{model}.pt"
-    if out.is_dir():
-        raise InputError(f"--out {str(out)!r} is a folder", hint="name the checkpoint file, e.g. --out runs/model.pt")
-    if out.exists() and not settings.force:
-        raise InputError(f"checkpoint {str(out)!r} already exists",
-                         hint="choose another --out, or pass --force to replace it")
-    _check_out(out, force=True, keep=tuple(settings.plugin_files))
+    check_checkpoint_out(out, force=settings.force, keep=tuple(settings.plugin_files))
     manifest, sha256 = train_checkpoint(
         registry=registry, dataset=settings.dataset, dataset_options=settings.dataset_options, model=model,
         model_options=settings.model_options, recipe=settings.recipe, seed=settings.seed, out=out, progress=progress,
@@ -340,14 +351,15 @@ class _Loaded:
     test: np.ndarray
 
 
-def _load(settings: RunSettings, registry: Registry, path: Path) -> _Loaded:
+def _load(settings: RunSettings, resolved: _Resolved, path: Path) -> _Loaded:
+    registry = resolved.registry
     loaded = load_checkpoint(path, registry=registry)
     manifest = loaded.manifest
     if settings.dataset is not None and settings.dataset != manifest.dataset:
         raise InputError(f"checkpoint {str(path)!r} was trained on dataset {manifest.dataset!r}, not {settings.dataset!r}",
                          hint=f"drop --dataset or pass --dataset {manifest.dataset}")
-    data = registry.create("datasets", manifest.dataset, **manifest.dataset_options).load()
-    check_matches_dataset(manifest, data)
+    _check_recipe(settings, resolved, manifest, path)
+    data = load_dataset(manifest, registry=registry)
     request = parse_request(settings.request, id_column=settings.id_column)
     forget = np.asarray(resolve_request(request, data), dtype=np.int64)
     train = data.indices("train")
@@ -355,7 +367,24 @@ def _load(settings: RunSettings, registry: Registry, path: Path) -> _Loaded:
     return _Loaded(loaded, data, request, forget, retain, data.indices("validation"), data.indices("test"))
 
 
+def _check_recipe(settings: RunSettings, resolved: _Resolved, manifest: Any, path: Path) -> None:
+    """Refuse, before the data is loaded, what would train with a recipe the checkpoint does not record."""
+    if manifest.recipe is not None:
+        return
+    needs = [f"--method {settings.method}"] if resolved.method is not None and resolved.method.NEEDS_RECIPE else []
+    needs += ["--retrain-reference"] if settings.retrain_reference else []
+    needs += [f"{a.PLUGIN_NAME} ({a.reference_models()} reference models)" for a in resolved.attacks
+              if a.reference_models()]
+    if needs:
+        raise InputError(f"checkpoint {str(path)!r} records no training recipe (adopted without --recipe-option), "
+                         f"which {', '.join(needs)} {'needs' if len(needs) == 1 else 'need'} to train models",
+                         hint="re-adopt it with --recipe-option epochs=N --recipe-option batch_size=B "
+                              "--recipe-option lr=LR (how the model was trained), or drop those options")
+
+
 def _reference_trainer(loaded: _Loaded, registry: Registry, device: torch.device) -> ReferenceTrainer:
+    from auditkit.audit.reference_models import ReferenceTrainer
+
     manifest = loaded.checkpoint.manifest
     return ReferenceTrainer(build=model_builder(manifest, registry=registry), recipe=manifest.train_recipe,
                             model_key=manifest.describe_model(), device=device)
@@ -365,6 +394,8 @@ def _prepare_audit(settings: RunSettings, resolved: _Resolved, loaded: _Loaded, 
                    progress: ProgressCallback) -> AuditPlan:
     """The battery's first phase, on the original model alone: run before any unlearning, so a broken attack
     plugin fails and an audit that cannot pass is announced in seconds (the deletion still goes ahead)."""
+    from auditkit.audit.battery import prepare_audit
+
     needs_references = any(a.reference_models() for a in resolved.attacks)
     return prepare_audit(
         data=loaded.data, forget=loaded.forget, retain=loaded.retain, validation=loaded.validation,
@@ -425,6 +456,8 @@ def _load_model(path: Path | None, registry: Registry, device: torch.device, dat
 
 def _finish(settings: RunSettings, record: RunRecord, tmp: Path) -> tuple[RunRecord, TrailLine]:
     """Render the report, hash the outputs, write the record, append the trail line, publish."""
+    from auditkit.evidence.report import render_report
+
     atomic_write_text(tmp / REPORT_FILE, render_report(record))
     record.outputs = {name: sha256_file(tmp / name) for name in (MODEL_FILE, RETRAINED_FILE, REPORT_FILE)
                       if (tmp / name).exists()}
@@ -466,7 +499,7 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
     """Validate the request, unlearn, audit, and write model.pt, record.json and report.html."""
     started = utc_now()
     resolved = _resolve(settings, with_method=True)
-    loaded = _load(settings, resolved.registry, settings.checkpoint)
+    loaded = _load(settings, resolved, settings.checkpoint)
     retrained = _load_model(settings.retrained, resolved.registry, resolved.device, loaded.data, loaded.retain)
     manifest = loaded.checkpoint.manifest
     original = loaded.checkpoint.model.to(resolved.device).eval()
@@ -495,6 +528,8 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
 
     audit = None
     if plan is not None:
+        from auditkit.audit.battery import complete_audit
+
         audit = complete_audit(plan, unlearned=unlearned, retrained=retrained, progress=progress).to_dict()
 
     with _staging(settings.out) as tmp:
@@ -548,7 +583,7 @@ def _provenance(settings: RunSettings, loaded: _Loaded, *, backend: str | None, 
 
 
 def _accuracies(model: torch.nn.Module, loaded: _Loaded, device: torch.device) -> dict[str, float]:
-    return {f"{name}_accuracy": accuracy(model, *(t.to(device) for t in loaded.data.subset(positions)))
+    return {f"{name}_accuracy": accuracy(model.to(device), loaded.data.rows(positions))
             for name, positions in (("retain", loaded.retain), ("forget", loaded.forget), ("test", loaded.test))}
 
 
@@ -560,7 +595,7 @@ def run_audit_checkpoint(settings: RunSettings, *, progress: ProgressCallback = 
                          hint="pass --original PATH (the model trained on the full data)")
     settings = dataclasses.replace(settings, audit=True)
     resolved = _resolve(settings, with_method=False)
-    loaded = _load(settings, resolved.registry, settings.checkpoint)
+    loaded = _load(settings, resolved, settings.checkpoint)
     original = load_checkpoint(settings.original, registry=resolved.registry)
     if original.manifest.dataset != loaded.checkpoint.manifest.dataset:
         raise InputError(f"the original checkpoint is for dataset {original.manifest.dataset!r}, the audited one "
@@ -571,6 +606,8 @@ def run_audit_checkpoint(settings: RunSettings, *, progress: ProgressCallback = 
         raise InputError(f"--original {str(settings.original)!r}: {exc.message}", hint=exc.hint) from None
     retrained = _load_model(settings.retrained, resolved.registry, resolved.device, loaded.data, loaded.retain)
     plan = _prepare_audit(settings, resolved, loaded, original.model.to(resolved.device).eval(), progress)
+    from auditkit.audit.battery import complete_audit
+
     audit = complete_audit(plan, unlearned=loaded.checkpoint.model.to(resolved.device).eval(), retrained=retrained,
                            progress=progress).to_dict()
     manifest = loaded.checkpoint.manifest

@@ -1,8 +1,10 @@
 """Plugin discovery: entry points, plugin files and the ``register`` decorator, all in one registry.
 
-Built-in plugins are registered through the same entry-point groups as a third party's. A plugin that
-fails to import is kept with its error (``auditkit plugins list`` shows it); a name registered twice is
-kept as an error naming both sources, raised when that name is asked for.
+Built-in plugins are registered through the same entry-point groups as a third party's. An entry point
+is imported only when its plugin is asked for (or listed), so a command pays only for the plugins it
+uses, never for another plugin's heavy imports. A plugin that fails to import is kept with its error
+(``auditkit plugins list`` shows it); a name registered twice is kept as an error naming both sources,
+raised when that name is asked for.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class PluginInfo:
     version: str
     cls: type[Plugin] | None = None
     error: str | None = None
+    entry_point: metadata.EntryPoint | None = None  # not imported yet
 
     @property
     def description(self) -> str:
@@ -74,17 +77,35 @@ class Registry:
         return registry
 
     def discover_entry_points(self) -> None:
+        """Record every entry point of the four groups; each is imported when first needed (:meth:`_load`)."""
         for kind in KINDS:
             for entry_point in metadata.entry_points(group=f"auditkit.{kind}"):
                 dist = entry_point.dist
                 source = f"{dist.metadata['Name']} (entry point {entry_point.value})" if dist else entry_point.value
                 version = dist.version if dist else ""
-                try:
-                    plugin = entry_point.load()
-                except Exception as exc:  # a broken third-party plugin must not break auditkit
-                    self._record(PluginInfo(kind, entry_point.name, source, version, error=_describe(exc)))
-                    continue
-                self.add(kind, plugin, source=source, version=version, name=entry_point.name)
+                existing = self._plugins.get((kind, entry_point.name))
+                if existing is None:
+                    self._record(PluginInfo(kind, entry_point.name, source, version, entry_point=entry_point))
+                elif (existing.entry_point is None or existing.entry_point.value != entry_point.value) \
+                        and existing.source != source:
+                    existing.error = _duplicate(kind, entry_point.name, existing.source, source)
+
+    def _load(self, info: PluginInfo) -> PluginInfo:
+        """Import ``info``'s entry point if it has not been (a failure is kept as the plugin's error)."""
+        entry_point, info.entry_point = info.entry_point, None
+        if entry_point is None or info.error is not None:
+            return info
+        try:
+            plugin = entry_point.load()
+        except Exception as exc:  # a broken third-party plugin must not break auditkit
+            info.error = _describe(exc)
+            return info
+        base = KINDS[info.kind]
+        if not (isinstance(plugin, type) and issubclass(plugin, base)):
+            info.error = f"is not a subclass of auditkit.interfaces.{base.__name__}"
+        else:
+            info.cls = plugin
+        return info
 
     def load_file(self, path: str | Path) -> None:
         """Import a plugin file and register every plugin class it defines."""
@@ -123,11 +144,8 @@ class Registry:
                                     error=f"is not a subclass of auditkit.interfaces.{base.__name__}"))
             return
         existing = self._plugins.get((kind, name))
-        if existing is not None and existing.cls is not plugin:
-            existing.error = (
-                f"two {kind} plugins are named {name!r}: {existing.source} and {source}; "
-                "uninstall or rename one of them"
-            )
+        if existing is not None and self._load(existing).cls is not plugin:
+            existing.error = _duplicate(kind, name, existing.source, source)
             return
         self._record(PluginInfo(kind, name, source, version, cls=plugin))
 
@@ -135,16 +153,18 @@ class Registry:
         self._plugins[(info.kind, info.name)] = info
 
     def infos(self) -> list[PluginInfo]:
-        """Every plugin, loaded or failed, sorted by kind and name."""
-        return sorted(self._plugins.values(), key=lambda info: (info.kind, info.name))
+        """Every plugin, loaded or failed, sorted by kind and name (imports every entry point)."""
+        return sorted((self._load(info) for info in self._plugins.values()), key=lambda info: (info.kind, info.name))
 
     def names(self, kind: str) -> list[str]:
-        """Names of the usable plugins of ``kind``."""
-        return sorted(name for (k, name), info in self._plugins.items() if k == kind and info.error is None)
+        """Names of the usable plugins of ``kind`` (imports that kind's entry points)."""
+        return sorted(name for (k, name), info in self._plugins.items() if k == kind and self._load(info).error is None)
 
     def get(self, kind: str, name: str) -> type[Plugin]:
         """The plugin class ``name`` of ``kind``; a clear error if unknown, broken or ambiguous."""
         info = self._plugins.get((kind, name))
+        if info is not None:
+            self._load(info)
         singular = _SINGULAR[kind]
         if info is None:
             known = sorted(n for (k, n) in self._plugins if k == kind)
@@ -159,6 +179,10 @@ class Registry:
     def create(self, kind: str, name: str, **options) -> Plugin:
         """Instantiate plugin ``name`` of ``kind`` with validated ``options``."""
         return self.get(kind, name)(**options)
+
+
+def _duplicate(kind: str, name: str, first: str, second: str) -> str:
+    return f"two {kind} plugins are named {name!r}: {first} and {second}; uninstall or rename one of them"
 
 
 def _describe(exc: BaseException) -> str:

@@ -198,7 +198,7 @@ def resolve_request(
     held_out = positions[splits != "train"]
     if len(held_out):
         ids = data.ids[held_out].tolist()
-        which = "/".join(sorted(set(data.splits[held_out].tolist()), key=["validation", "test"].index))
+        which = "/".join(sorted(set(data.splits[held_out].tolist()), key=["validation", "test", "unused"].index))
         raise InputError(f"{len(ids)} ID(s) in {name!r} are in the {which} split and were never learned: {_list(ids)}",
                          hint="remove them from the request; only training samples can be forgotten")
     train_count = len(data.indices("train"))

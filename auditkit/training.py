@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from auditkit.data import Rows, stream
 from auditkit.errors import InputError, RunError
 from auditkit.progress import Progress, ProgressCallback, no_progress
 
@@ -46,41 +50,92 @@ class TrainRecipe:
 
 
 def make_optimizer(recipe: TrainRecipe, parameters) -> torch.optim.Optimizer:
-    """The optimiser named by the recipe."""
+    """The optimiser named by the recipe (see :func:`eager_optimizer`)."""
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        return eager_optimizer(torch.optim.Adam, parameters, lr=recipe.lr, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        return eager_optimizer(torch.optim.AdamW, parameters, lr=recipe.lr, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay)
+        return eager_optimizer(torch.optim.SGD, parameters, lr=recipe.lr, momentum=0.9,
+                               weight_decay=recipe.weight_decay)
     raise InputError(f"unknown optimizer {recipe.optimizer!r}", hint="use adam, adamw or sgd")
+
+
+def eager_optimizer(kind: type[torch.optim.Optimizer], parameters, **options) -> torch.optim.Optimizer:
+    """``kind(parameters, **options)``, computing exactly the same updates, without importing ``torch._dynamo``.
+
+    Torch's optimisers wrap ``add_param_group``, ``zero_grad`` and ``step`` in dynamo guards that import
+    ``torch._dynamo`` on first use (1.2-4.4 s measured, in every command that trains) even though nothing
+    here is compiled. This subclass calls the unwrapped methods, with ``step`` under ``no_grad`` as torch's
+    guard does; outside ``torch.compile`` the guards do nothing else.
+    """
+    return _eager_class(kind)(parameters, **options)
+
+
+@functools.cache
+def _eager_class(kind: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+    step = inspect.unwrap(kind.step)
+
+    def eager_step(self, closure=None):
+        with torch.no_grad():
+            return step(self, closure)
+
+    return type(kind.__name__, (kind,), {
+        "__module__": __name__, "__doc__": kind.__doc__, "step": eager_step,
+        "add_param_group": inspect.unwrap(torch.optim.Optimizer.add_param_group),
+        "zero_grad": inspect.unwrap(torch.optim.Optimizer.zero_grad),
+    })
+
+
+def _as_rows(data: Rows | torch.Tensor, labels: torch.Tensor | None) -> Rows:
+    if isinstance(data, Rows):
+        if labels is not None:
+            raise TypeError("pass labels only with a features tensor; Rows carry their own labels")
+        return data
+    if labels is None:
+        raise TypeError("a features tensor needs its labels")
+    return Rows.from_tensors(data, labels)
+
+
+def epoch_batches(n: int, batch_size: int, *, epochs: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor]]:
+    """Per epoch, one seeded shuffle of ``range(n)`` cut into batches: the plan :func:`train_model` streams."""
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, batch_size):
+            yield (order[start : start + batch_size],)
 
 
 def train_model(
     model: nn.Module,
-    features: torch.Tensor,
-    labels: torch.Tensor,
+    data: Rows | torch.Tensor,
+    labels: torch.Tensor | None = None,
     *,
     recipe: TrainRecipe,
     seed: int,
     progress: ProgressCallback = no_progress,
     stage: str = "train",
 ) -> nn.Module:
-    """Train ``model`` in place on ``features [N, ...]`` / ``labels [N]`` with ``recipe``; returns it.
+    """Train ``model`` in place with ``recipe``; returns it.
 
-    Deterministic for a fixed seed on CPU (seeded shuffling, no data-loader workers).
+    ``data`` is a :class:`~auditkit.data.Rows` selection (``sample_set.rows(positions)``, in memory or
+    streamed) or a features tensor ``[N, ...]`` with ``labels [N]``. Rows are read on the device of the
+    model's parameters. Deterministic for a fixed seed on CPU, for any number of DataLoader workers: the
+    shuffle is drawn from a seeded generator in the main process.
     """
-    if len(labels) == 0:
+    rows = _as_rows(data, labels)
+    if len(rows) == 0:
         raise InputError("cannot train on an empty set", hint="check the dataset split and the request")
     generator = torch.Generator().manual_seed(seed)
     optimizer = make_optimizer(recipe, model.parameters())
     model.train()
-    n = len(labels)
+    n = len(rows)
+    per_epoch = math.ceil(n / recipe.batch_size)
+    batches = stream([rows], epoch_batches(n, recipe.batch_size, epochs=recipe.epochs, generator=generator),
+                     device=_device_of(model))
     for epoch in range(recipe.epochs):
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n, recipe.batch_size):
-            batch = order[start : start + recipe.batch_size]
-            loss = F.cross_entropy(model(features[batch]), labels[batch])
+        for _ in range(per_epoch):
+            batch = next(batches)
+            loss = F.cross_entropy(model(batch.features), batch.labels)
             if not math.isfinite(loss.item()):
                 raise RunError(
                     f"training diverged at epoch {epoch + 1} (loss {loss.item()})",
@@ -95,21 +150,44 @@ def train_model(
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, features: torch.Tensor, *, batch_size: int = 4096) -> torch.Tensor:
-    """Logits ``[N, C]`` of ``model`` in eval mode, batched; restores the model's mode afterwards."""
-    was_training = model.training
-    model.eval()
+def predict_logits(model: nn.Module, data: Rows | torch.Tensor, *, batch_size: int | None = None) -> torch.Tensor:
+    """Logits ``[N, C]`` of ``model`` in eval mode, batched, on the model's device; restores its mode.
+
+    ``data`` is a :class:`~auditkit.data.Rows` selection or a features tensor ``[N, ...]``; batches hold
+    :func:`~auditkit.data.eval_batch_size` rows unless ``batch_size`` is given.
+    """
+    rows = data if isinstance(data, Rows) else Rows.from_tensors(data, torch.zeros(len(data), dtype=torch.int64))
+    return predict_many([model], rows, batch_size=batch_size)[0]
+
+
+@torch.no_grad()
+def predict_many(models: Sequence[nn.Module], rows: Rows, *, batch_size: int | None = None) -> list[torch.Tensor]:
+    """Logits ``[N, C]`` of each model over ``rows``, reading the rows once (each batch through every model)."""
+    modes = [model.training for model in models]
+    for model in models:
+        model.eval()
+    parts: list[list[torch.Tensor]] = [[] for _ in models]
     try:
-        parts = [model(features[i : i + batch_size]) for i in range(0, len(features), batch_size)]
+        if models:
+            for batch in rows.batches(device=_device_of(models[0]), batch_size=batch_size):
+                for model, out in zip(models, parts):
+                    out.append(model(batch.features.to(_device_of(model))))
     finally:
-        model.train(was_training)
-    if not parts:
-        return torch.empty(0, 0)
-    return torch.cat(parts)
+        for model, mode in zip(models, modes):
+            model.train(mode)
+    return [torch.cat(out) if out else torch.empty(0, 0) for out in parts]
 
 
-def accuracy(model: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy of ``model`` on ``features``/``labels`` (NaN for an empty set)."""
-    if len(labels) == 0:
+def accuracy(model: nn.Module, data: Rows | torch.Tensor, labels: torch.Tensor | None = None) -> float:
+    """Top-1 accuracy of ``model`` on a :class:`~auditkit.data.Rows` selection, or on ``features``/``labels``
+    tensors (NaN for an empty set)."""
+    rows = _as_rows(data, labels)
+    if len(rows) == 0:
         return float("nan")
-    return (predict_logits(model, features).argmax(1) == labels).double().mean().item()
+    logits = predict_logits(model, rows)
+    return (logits.argmax(1) == rows.labels.to(logits.device)).double().mean().item()
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")

@@ -21,9 +21,11 @@ from torch import nn
 from auditkit import ops
 from auditkit.audit.metrics import lr_mia_accuracies
 from auditkit.audit.signals import SignalTable, compute_signals
+from auditkit.data import stream
 from auditkit.errors import InputError, RunError
 from auditkit.interfaces import UnlearningOutcome, UnlearningTask
 from auditkit.progress import Progress, ProgressCallback, no_progress
+from auditkit.training import eager_optimizer
 
 #: The official code's batch size, kept whenever the data is large enough for it.
 DEFAULT_MAX_BATCH_SIZE = 256
@@ -251,6 +253,23 @@ def _cycle(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torc
             yield order[start : start + batch_size]
 
 
+def step_batches(
+    *, n_forget: int, n_retain: int, batch_size: int, epochs: int, uses_forget_batch: bool, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Per step, the forget and retain batch (positions within each set) of :func:`run_forget_loop`.
+
+    Per forget epoch one shuffle of the forget set, and for each of its batches the next batch of the
+    cycling retain loader, all from ``generator`` in that order; the forget batch is empty when the
+    objective does not use it. Drawn lazily, so a DataLoader's workers can prefetch it.
+    """
+    retain_batches = _cycle(n_retain, batch_size, generator)
+    empty = torch.zeros(0, dtype=torch.int64)
+    for _ in range(epochs):
+        order = torch.randperm(n_forget, generator=generator)
+        for start in range(0, n_forget, batch_size):
+            yield (order[start : start + batch_size] if uses_forget_batch else empty), next(retain_batches)
+
+
 def _check_finite(value: float, what: str, epoch: int, lr: float) -> None:
     if not math.isfinite(value):
         raise RunError(
@@ -285,18 +304,20 @@ def run_forget_loop(
     """
     device = torch.device(task.device)
     model = task.model.to(device)
-    forget_x, forget_y = (t.to(device) for t in task.data.subset(task.forget))
-    retain_x, retain_y = (t.to(device) for t in task.data.subset(task.retain))
+    n_forget, n_retain = len(task.forget), len(task.retain)
     if len(task.validation) == 0:
         raise InputError("τ needs a validation split, and this dataset has none",
                          hint="give the dataset a validation fraction (e.g. validation_fraction=0.15)")
 
     generator = torch.Generator().manual_seed(task.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = eager_optimizer(torch.optim.AdamW, model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=config.lr_end_factor,
                                                   total_iters=config.epochs)
-    retain_batches = _cycle(len(retain_y), config.batch_size, generator)
-    empty = torch.zeros(0, dtype=torch.int64)
+    # One read of both sets per step; streamed datasets prefetch the planned rows in DataLoader workers.
+    steps = stream([task.data.rows(task.forget), task.data.rows(task.retain)],
+                   step_batches(n_forget=n_forget, n_retain=n_retain, batch_size=config.batch_size,
+                                epochs=config.epochs, uses_forget_batch=objective.uses_forget_batch,
+                                generator=generator), device=device)
     history: list[dict[str, float]] = []
     backend = ""
     tau = float("nan")
@@ -307,15 +328,13 @@ def run_forget_loop(
             _check_finite(tau, "τ (the mean validation loss)", epoch, lr)
         model.train(config.train_mode)
         retain_sum, retain_count = 0.0, 0
-        order = torch.randperm(len(forget_y), generator=generator)
-        for start in range(0, len(order), config.batch_size):
-            forget_batch = order[start : start + config.batch_size] if objective.uses_forget_batch else empty
-            retain_batch = next(retain_batches)
+        for _ in range(0, n_forget, config.batch_size):
+            batch = next(steps)
             # One forward over both batches halves the calls; in eval mode (the default) it equals two
             # separate forwards, in train mode BatchNorm normalises the two batches together.
-            logits = model(torch.cat([forget_x[forget_batch], retain_x[retain_batch]]))
-            split = len(forget_batch)
-            step = objective(logits[:split], forget_y[forget_batch], logits[split:], retain_y[retain_batch],
+            logits = model(batch.features)
+            split, retain_rows = batch.sizes
+            step = objective(logits[:split], batch.labels[:split], logits[split:], batch.labels[split:],
                              tau=tau, alpha=alpha)
             loss = step.loss.item()
             _check_finite(loss, f"the {config.method} loss", epoch, lr)
@@ -324,7 +343,7 @@ def run_forget_loop(
             optimizer.step()
             backend = step.backend
             retain_sum += step.retain_losses.double().sum().item()
-            retain_count += len(retain_batch)
+            retain_count += retain_rows
         scheduler.step()
         history.append(_history_entry(model, task, epoch=epoch, tau=tau, alpha=alpha, lr=lr,
                                       retain_loss=retain_sum / retain_count, with_mia=config.history_mia))
@@ -343,15 +362,15 @@ def run_forget_loop(
         "weight_decay": config.weight_decay,
         "optimizer": "adamw",
         "batch_size": config.batch_size,
-        "forget_batches": math.ceil(len(forget_y) / config.batch_size),
-        "retain_batches": math.ceil(len(retain_y) / config.batch_size),
+        "forget_batches": math.ceil(n_forget / config.batch_size),
+        "retain_batches": math.ceil(n_retain / config.batch_size),
         "tau_every": config.tau_every,
         "train_mode": config.train_mode,
         "history_mia": config.history_mia,
         "seed": task.seed,
         "backend_requested": task.backend,
-        "n_forget": len(forget_y),
-        "n_retain": len(retain_y),
+        "n_forget": n_forget,
+        "n_retain": n_retain,
         "n_validation": len(task.validation),
         **config.extra_settings,
     }

@@ -245,7 +245,7 @@ CASES = [
          problem=r"'bad\.pt' is not a readable torch file \(Unsupported operand 149\)",
          hint="truncated or not a checkpoint", setup=_pickled_code(4)),
     Case("checkpoint-other-architecture", [*RUN, "--checkpoint", "bad.pt"],
-         problem=r"does not fit the architecture its manifest names, mlp \(widths=\[256\]\).*differ in shape",
+         problem=r"does not fit the architecture its manifest names, mlp \(widths=\[256\]\).*of another shape",
          hint="different model", setup=_other_architecture),
     Case("checkpoint-other-dataset", [*RUN, "--checkpoint", "bc.pt"],
          problem=r"20 of the 20 IDs in 'request\.csv' are not in dataset 'breast-cancer'",

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from auditkit import pipeline
+from auditkit.audit import battery
 from auditkit.cli import cli
 from auditkit.cli.app import run_cli
 from auditkit.evidence.record import RunRecord
@@ -259,7 +259,7 @@ def test_interrupt_exits_130_and_leaves_no_output(workspace, first_run, capsys, 
     def interrupted(*_, **__):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "complete_audit", interrupted)  # after unlearning, before any output
+    monkeypatch.setattr(battery, "complete_audit", interrupted)  # after unlearning, before any output
     before = _snapshot(workspace)
     code, _, err = invoke(capsys, "forget", "--ids", "request.csv", "--out", "runs/interrupted")
     assert code == 130 and "interrupted; nothing was written" in err

@@ -9,7 +9,6 @@ the recipe, the positions it trained on and its seed. The cache lives in ``$AUDI
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -103,9 +102,8 @@ def train_reference_models(
         if model is None:
             torch.manual_seed(model_seed)
             model = trainer.build().to(trainer.device)
-            features, labels = data.subset(positions)
-            train_model(model, features.to(trainer.device), labels.to(trainer.device), recipe=trainer.recipe,
-                        seed=model_seed, progress=progress, stage=f"reference model {k + 1}/{count}")
+            train_model(model, data.rows(positions), recipe=trainer.recipe, seed=model_seed, progress=progress,
+                        stage=f"reference model {k + 1}/{count}")
             _save(model, path)
         models.append(model.eval())
         hashes.append(sha256_file(path))
@@ -114,11 +112,8 @@ def train_reference_models(
 
 
 def _dataset_key(data: SampleSet) -> dict:
-    contents = hashlib.sha256()
-    for array in (data.features.numpy(), data.labels.numpy(), np.asarray(data.ids, dtype=str)):
-        contents.update(np.ascontiguousarray(array).tobytes())
     return {"name": data.name, "options": json.loads(json.dumps(data.options, default=str)),
-            "contents": contents.hexdigest()}
+            "contents": data.content_sha256()}
 
 
 def _load(trainer: ReferenceTrainer, path: Path) -> nn.Module | None:

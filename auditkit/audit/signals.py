@@ -12,7 +12,7 @@ from torch import nn
 from auditkit.data import SampleSet
 from auditkit.errors import InputError
 from auditkit.ops import cross_entropy_stats
-from auditkit.training import predict_logits
+from auditkit.training import predict_many
 
 SIGNAL_COLUMNS = (
     "loss",
@@ -143,12 +143,14 @@ def compute_signals(
     groups = np.asarray(groups)
     if len(groups) != len(positions):
         raise InputError("positions and groups differ in length", hint="pass one group name per position")
-    features, labels = data.subset(positions)
-    device = _device_of(model)
+    rows = data.rows(positions)
+    labels = rows.labels
+    # One read of the rows for the audited model and every reference model (streamed data is read once).
+    logits, *references = predict_many([model, *(reference_models or [])], rows)
     # Float32 log-probabilities of well-fit samples round to exactly 0 and tie, which distorts AUCs,
     # so every score below is computed from float64 logits.
-    logits = predict_logits(model, features.to(device)).double()
-    device_labels = labels.to(device)
+    logits = logits.double()
+    device_labels = labels.to(logits.device)
     _, grad_norm = cross_entropy_stats(logits, device_labels, backend=backend)
     logits = logits.cpu()
     log_odds = torch.as_tensor(true_class_log_odds(logits.numpy(), labels.numpy()))
@@ -166,10 +168,7 @@ def compute_signals(
     modified_entropy = true_complement * loss - other_terms
     reference_logits = None
     if reference_models is not None:
-        reference_logits = np.stack([
-            predict_logits(reference, features.to(_device_of(reference))).double().cpu().numpy()
-            for reference in reference_models
-        ])
+        reference_logits = np.stack([reference.double().cpu().numpy() for reference in references])
     return SignalTable(
         model=model_name,
         ids=np.asarray(data.ids)[positions],
@@ -186,7 +185,3 @@ def compute_signals(
         reference_members=None if reference_members is None else np.asarray(reference_members, dtype=bool),
     )
 
-
-def _device_of(model: nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")

@@ -8,6 +8,7 @@ import sys
 import click
 
 from auditkit import __version__
+from auditkit.cli.adopt import adopt
 from auditkit.cli.app import Application, run_cli
 from auditkit.cli.audit import audit
 from auditkit.cli.doctor import doctor
@@ -26,8 +27,11 @@ from auditkit.cli.verify import verify
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, envvar="AUDITKIT_THREADS",
               help="CPU threads for torch (env AUDITKIT_THREADS). One is fastest for the small bundled "
                    "models; raise it for large ones.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, envvar="AUDITKIT_WORKERS",
+              help="DataLoader worker processes reading streamed datasets such as imagefolder (env "
+                   "AUDITKIT_WORKERS); results do not depend on it.")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int, quiet: bool, json_output: bool, threads: int) -> None:
+def cli(ctx: click.Context, verbose: int, quiet: bool, json_output: bool, threads: int, workers: int) -> None:
     """Forget samples from a trained PyTorch model with ∇τ, audit it with membership-inference
     attacks, and write a compliance report.
 
@@ -37,13 +41,13 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, json_output: bool, thread
     2 usage error or bad input, 3 runtime or plugin error, 4 audit inconclusive (it could not have
     failed: too few samples, or no measurable leak before unlearning), 130 interrupted (Ctrl-C or SIGTERM).
     """
-    import torch  # local: `auditkit --help` and `verify` stay fast
+    # torch is imported by the commands that use it (Application.start_torch): `--help` of any command,
+    # `verify` and `report` never load it.
+    ctx.obj = Application(verbosity=-1 if quiet else verbose, json_output=json_output, threads=threads,
+                          workers=workers)
 
-    torch.set_num_threads(threads)
-    ctx.obj = Application(verbosity=-1 if quiet else verbose, json_output=json_output)
 
-
-for command in (train, forget, audit, report, plugins, doctor, verify):
+for command in (train, adopt, forget, audit, report, plugins, doctor, verify):
     cli.add_command(command)
 
 

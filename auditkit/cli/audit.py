@@ -28,6 +28,8 @@ def audit(app: Application, **flags) -> int:
     """
     from auditkit.pipeline import run_audit_checkpoint
 
+    app.start_torch()
+
     settings = settings_from_options(flags, kind="audit")
     if settings.checkpoint is None:
         raise click.UsageError("auditkit audit needs --checkpoint (the model to audit)")

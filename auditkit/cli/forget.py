@@ -36,6 +36,8 @@ def forget(app: Application, **flags) -> int:
     from auditkit.errors import InputError
     from auditkit.pipeline import run_forget
 
+    app.start_torch()
+
     # Flags that only feed the battery would be silently ignored: the user meant one or the other.
     unused = [flag for flag, key in (("--attacks", "attacks"), ("--retrained", "retrained")) if flags[key] is not None]
     unused += ["--retrain-reference"] if flags["retrain_reference"] else []

@@ -100,35 +100,18 @@ def load_settings_file(path: Path | None) -> Any:
 
 def settings_from_options(flags: dict[str, Any], *, kind: str) -> Any:
     """Merge auditkit.toml and the command-line flags (flags win) into ``RunSettings``."""
-    from auditkit.config import merge
-    from auditkit.pipeline import TRAIL_FILE, RunSettings, default_run_dir
+    from auditkit.api import run_settings
 
-    method_options = parse_key_values(flags.get("method_options", ()), flag="--option")
-    config = merge(
-        load_settings_file(flags["config_path"]),
-        checkpoint=flags["checkpoint"] if kind == "forget" else None, dataset=flags["dataset"], method=flags.get("method"),
-        method_options=method_options or None, attacks=split_names(flags["attacks"]),
-        plugins=flags["plugin_files"] or None, output_dir=flags["out"], audit_trail=flags["trail"],
-        seed=flags["seed"], backend=flags["backend"], id_column=flags["id_column"],
-    )
-    # auditkit.toml's checkpoint is the trained (original) model: what forget unlearns, what audit compares with.
-    original = config.checkpoint or DEFAULT_CHECKPOINT
-    if kind == "audit":
-        checkpoint, original = flags["checkpoint"], flags["original"] or original
-    else:
-        checkpoint, original = original, None
-    out = config.output_dir or default_run_dir()
-    return RunSettings(
-        checkpoint=checkpoint, request=flags["request"], out=out,
-        trail=config.audit_trail or out.parent / TRAIL_FILE,
-        method=config.method or "nabla-tau", method_options=dict(config.method_options),
-        attacks=list(config.attacks) if config.attacks else None, policy=dict(config.policy),
-        backend=config.backend or "auto", seed=0 if config.seed is None else config.seed,
-        audit=not flags.get("no_audit", False), include_ids=flags["include_ids"], force=flags["force"],
-        id_column=config.id_column, plugin_files=list(config.plugins), config_path=config.source,
-        retrained=flags["retrained"], retrain_reference=flags.get("retrain_reference", False),
-        attack_options=parse_attack_options(flags["attack_options"]),
-        dataset=config.dataset, original=original,
+    return run_settings(
+        kind=kind, config=load_settings_file(flags["config_path"]), request=flags["request"],
+        checkpoint=flags["checkpoint"], original=flags.get("original"), default_checkpoint=DEFAULT_CHECKPOINT,
+        out=flags["out"], dataset=flags["dataset"], method=flags.get("method"),
+        method_options=parse_key_values(flags.get("method_options", ()), flag="--option"),
+        attacks=split_names(flags["attacks"]), attack_options=parse_attack_options(flags["attack_options"]),
+        audit=not flags.get("no_audit", False), retrain_reference=flags.get("retrain_reference", False),
+        retrained=flags["retrained"], backend=flags["backend"], seed=flags["seed"], trail=flags["trail"],
+        include_ids=flags["include_ids"], force=flags["force"], id_column=flags["id_column"],
+        plugins=list(flags["plugin_files"]),
     )
 
 

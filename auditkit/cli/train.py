@@ -45,6 +45,8 @@ def train(app: Application, dataset: str, dataset_options: tuple[str, ...], mode
     from auditkit.config import merge
     from auditkit.pipeline import TrainSettings, run_train
 
+    app.start_torch()
+
     recipe = {key: value for key, value in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size),
                                             ("weight_decay", weight_decay)) if value is not None}
     config = merge(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from auditkit.errors import InputError
 from auditkit.interfaces import UnlearningMethod, UnlearningOutcome, UnlearningTask
 from auditkit.progress import ProgressCallback, no_progress
 from auditkit.training import train_model
@@ -20,13 +21,16 @@ class Retrain(UnlearningMethod):
     PLUGIN_NAME = "retrain"
     DESCRIPTION = "retrain from scratch on the retain set with the original training recipe"
     OPTIONS = {}
+    NEEDS_RECIPE = True
 
     def unlearn(self, task: UnlearningTask, *, progress: ProgressCallback = no_progress) -> UnlearningOutcome:
+        if task.recipe is None:
+            raise InputError("retrain trains with the original training recipe, and this checkpoint records none",
+                             hint="adopt the model with --recipe-option epochs=N batch_size=B lr=LR")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(task.seed)
             model = task.build_model().to(task.device)
-        features, labels = (t.to(task.device) for t in task.data.subset(task.retain))
-        train_model(model, features, labels, recipe=task.recipe, seed=task.seed, progress=progress,
+        train_model(model, task.data.rows(task.retain), recipe=task.recipe, seed=task.seed, progress=progress,
                     stage=self.PLUGIN_NAME)
         entry = evaluation_entry(model, task, epoch=task.recipe.epochs, alpha=0.0, lr=task.recipe.lr)
         state_dict = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
