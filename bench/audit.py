@@ -18,7 +18,7 @@ Contenders, interleaved round by round on one thread (as the CLI runs by default
 The target is ``battery ≤ 5 × signals``. With ``--baseline TREE`` (a checkout of another commit, e.g. the
 base commit ``main`` exported with ``git archive main | tar -x -C TREE``) the same measurement runs
 against that tree's code too, alternating between the trees call by call, so both ratios come from the
-same stretch of machine load. Load averages (``os.getloadavg()``) are recorded before and after every call.
+same stretch of machine load (``git rev-parse main > TREE/COMMIT`` records which commit it was). Load averages (``os.getloadavg()``) are recorded before and after every call.
 
 Usage: python bench/audit.py [--rounds 5] [--calls 3] [--epochs 10] [--baseline TREE]
        [--out bench/results/audit.json]
@@ -149,8 +149,12 @@ def _run_worker(tree: Path, folder: Path, rounds: int) -> dict:
 
 
 def _git_commit(tree: Path) -> str | None:
+    """The tree's commit: ``git rev-parse HEAD``, or the ``COMMIT`` file an exported tree carries."""
     done = subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
-    return done.stdout.strip() if done.returncode == 0 else None
+    if done.returncode == 0 and (tree / ".git").exists():
+        return done.stdout.strip()
+    marker = tree / "COMMIT"
+    return marker.read_text().strip() if marker.is_file() else None
 
 
 def main() -> None:
@@ -181,7 +185,7 @@ def main() -> None:
         summary[label] = {"signals_ms": 1000 * statistics.median(signals), "battery_ms": 1000 * statistics.median(battery),
                           "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
                           "measurements": len(ratios), "rows": results[0]["rows"], "forget": results[0]["forget"],
-                          "tree": str(trees[label]), "commit": _git_commit(trees[label]) if label == "after" else None}
+                          "tree": str(trees[label]), "commit": _git_commit(trees[label])}
     print(f"\n{'code':<7} | {'signals (ms)':>12} | {'battery (ms)':>12} | {'battery / signals':>17} | range")
     print(f"{'-' * 7} | {'-' * 12} | {'-' * 12} | {'-' * 17} | {'-' * 13}")
     for label, row in summary.items():
