@@ -2,10 +2,12 @@
 
 Everything that can be wrong with the command line (plugins, options, policy, backend, output folder,
 audit trail) is resolved first, so a typo fails in a second rather than after a training run. Then the
-checkpoint, dataset and request are loaded and checked against each other; then the method and the
-battery run; and only at the end are outputs written: into a hidden temporary folder beside ``--out``
-that is renamed into place after the audit-trail line has been appended. An interrupted or failed run
-therefore leaves no output folder, and the original checkpoint is only ever read.
+checkpoint, dataset and request are loaded and checked against each other; then the battery's first
+phase on the original model (so a broken attack fails, and an audit that cannot pass is announced, before
+any unlearning), the method, and the battery's second phase; and only at the end are outputs written:
+into a hidden temporary folder beside ``--out`` that is renamed into place after the audit-trail line
+has been appended. An interrupted or failed run therefore leaves no output folder, and the original
+checkpoint is only ever read.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from auditkit.checkpoint import (
     train_checkpoint,
 )
 from auditkit.data import SampleSet
-from auditkit.errors import AuditkitError, InputError, RunError
+from auditkit.errors import EXIT_INCONCLUSIVE, EXIT_POLICY_FAILED, AuditkitError, InputError, RunError
 from auditkit.evidence.record import RunRecord, collect_provenance, utc_now
 from auditkit.evidence.trail import (
     RECORD_FILE,
@@ -57,6 +59,7 @@ from auditkit.request import check_request_file, parse_request, resolve_request
 from auditkit.training import accuracy
 
 if TYPE_CHECKING:  # imported where used: `auditkit train` never needs scipy, scikit-learn or matplotlib
+    from auditkit.audit.battery import AuditPlan
     from auditkit.audit.policy import Policy
     from auditkit.audit.reference_models import ReferenceTrainer
 
@@ -126,8 +129,8 @@ class RunOutcome:
 
     @property
     def exit_code(self) -> int:
-        """0 when the audit passed or was skipped, 1 when it failed the policy."""
-        return 1 if self.record.summary["passed"] is False else 0
+        """0 when the audit passed or was skipped, 1 when it failed the policy, 4 when it was inconclusive."""
+        return {"failed": EXIT_POLICY_FAILED, "inconclusive": EXIT_INCONCLUSIVE}.get(self.record.summary["outcome"], 0)
 
     def summary(self) -> dict[str, Any]:
         """The ``--json`` payload: the record's summary plus where everything is."""
@@ -391,19 +394,28 @@ def _reference_trainer(loaded: _Loaded, registry: Registry, device: torch.device
                             model_key=manifest.describe_model(), device=device)
 
 
-def _audit(settings: RunSettings, resolved: _Resolved, loaded: _Loaded, models: dict[str, torch.nn.Module],
-           progress: ProgressCallback) -> dict[str, Any]:
-    from auditkit.audit.battery import run_audit
+def _prepare_audit(settings: RunSettings, resolved: _Resolved, loaded: _Loaded, original: torch.nn.Module,
+                   progress: ProgressCallback) -> AuditPlan:
+    """The battery's first phase, on the original model alone: run before any unlearning, so a broken attack
+    plugin fails and an audit that cannot pass is announced in seconds (the deletion still goes ahead)."""
+    from auditkit.audit.battery import prepare_audit
 
     needs_references = any(a.reference_models() for a in resolved.attacks)
-    result = run_audit(
+    return prepare_audit(
         data=loaded.data, forget=loaded.forget, retain=loaded.retain, validation=loaded.validation,
-        test=loaded.test, models=models, attacks=resolved.attacks, policy=resolved.policy, seed=settings.seed,
+        test=loaded.test, original=original, attacks=resolved.attacks, policy=resolved.policy, seed=settings.seed,
         backend=settings.backend,
         reference_trainer=_reference_trainer(loaded, resolved.registry, resolved.device) if needs_references else None,
         progress=progress,
     )
-    return result.to_dict()
+
+
+def _audit_summary(audit: dict[str, Any] | None) -> dict[str, Any]:
+    """The record summary's verdict fields: ``outcome``, ``passed`` (True/False/None) and why."""
+    if audit is None:
+        return {"outcome": None, "passed": None, "outcome_reason": None}
+    return {"outcome": audit["outcome"], "passed": audit["passed"],
+            "outcome_reason": "; ".join(filter(None, (audit["outcome_reason"], audit["conclusive_hint"])))}
 
 
 def _request_block(settings: RunSettings, loaded: _Loaded) -> dict[str, Any]:
@@ -495,6 +507,7 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
     retrained = _load_model(settings.retrained, resolved.registry, resolved.device, loaded.data, loaded.retain)
     manifest = loaded.checkpoint.manifest
     original = loaded.checkpoint.model.to(resolved.device).eval()
+    plan = _prepare_audit(settings, resolved, loaded, original, progress) if settings.audit else None
 
     torch.manual_seed(settings.seed)
     task = UnlearningTask(
@@ -518,11 +531,10 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
         retrained.eval()
 
     audit = None
-    if settings.audit:
-        models = {"original": original, "unlearned": unlearned}
-        if retrained is not None:
-            models["retrained"] = retrained
-        audit = _audit(settings, resolved, loaded, models, progress)
+    if plan is not None:
+        from auditkit.audit.battery import complete_audit
+
+        audit = complete_audit(plan, unlearned=unlearned, retrained=retrained, progress=progress).to_dict()
 
     with _staging(settings.out) as tmp:
         # Same manifest (architecture, dataset, split fingerprint: the unlearned model audits against the
@@ -536,12 +548,11 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
             retrained_manifest = dataclasses.replace(manifest, metrics=_accuracies(retrained, loaded, resolved.device))
             reference_block = {"retrained": {"path": RETRAINED_FILE, "sha256": save_checkpoint(
                 tmp / RETRAINED_FILE, state_dict=reference.state_dict, manifest=retrained_manifest)}}
-        passed = None if audit is None else bool(audit["passed"])
         plugins = [*resolved.plugins, _plugin_entry(resolved.registry, "datasets", manifest.dataset),
                    _plugin_entry(resolved.registry, "models", manifest.model)]
         record = RunRecord(
             kind="forget",
-            summary={"kind": "forget", "passed": passed, "request_sha256": loaded.request.sha256,
+            summary={"kind": "forget", **_audit_summary(audit), "request_sha256": loaded.request.sha256,
                      "request_count": int(loaded.request.count), "original_sha256": loaded.checkpoint.sha256,
                      "unlearned_sha256": unlearned_sha, "method": settings.method, "dataset": loaded.data.name},
             request=_request_block(settings, loaded),
@@ -551,7 +562,7 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
                          **reference_block},
             method={"name": settings.method, "options": dict(resolved.method.options),
                     "settings": dict(outcome.settings), "backend": outcome.backend,
-                    **({"reference": {"name": "retrain", "settings": dict(reference.settings)}} if reference else {})},
+                    **({"retrained": {"name": "retrain", "settings": dict(reference.settings)}} if reference else {})},
             history=list(outcome.history),
             audit=audit,
             provenance=_provenance(settings, loaded, backend=outcome.backend, plugins=plugins, started=started),
@@ -597,19 +608,19 @@ def run_audit_checkpoint(settings: RunSettings, *, progress: ProgressCallback = 
         check_matches_dataset(original.manifest, loaded.data)
     except InputError as exc:
         raise InputError(f"--original {str(settings.original)!r}: {exc.message}", hint=exc.hint) from None
-    models = {"original": original.model.to(resolved.device).eval(),
-              "unlearned": loaded.checkpoint.model.to(resolved.device).eval()}
     retrained = _load_model(settings.retrained, resolved.registry, resolved.device, loaded.data, loaded.retain)
-    if retrained is not None:
-        models["retrained"] = retrained
-    audit = _audit(settings, resolved, loaded, models, progress)
+    plan = _prepare_audit(settings, resolved, loaded, original.model.to(resolved.device).eval(), progress)
+    from auditkit.audit.battery import complete_audit
+
+    audit = complete_audit(plan, unlearned=loaded.checkpoint.model.to(resolved.device).eval(), retrained=retrained,
+                           progress=progress).to_dict()
     manifest = loaded.checkpoint.manifest
     with _staging(settings.out) as tmp:
         plugins = [*resolved.plugins, _plugin_entry(resolved.registry, "datasets", manifest.dataset),
                    _plugin_entry(resolved.registry, "models", manifest.model)]
         record = RunRecord(
             kind="audit",
-            summary={"kind": "audit", "passed": bool(audit["passed"]), "request_sha256": loaded.request.sha256,
+            summary={"kind": "audit", **_audit_summary(audit), "request_sha256": loaded.request.sha256,
                      "request_count": int(loaded.request.count), "original_sha256": original.sha256,
                      "unlearned_sha256": loaded.checkpoint.sha256, "method": None, "dataset": loaded.data.name},
             request=_request_block(settings, loaded),

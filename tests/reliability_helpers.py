@@ -29,7 +29,7 @@ ROOT = TESTS.parent
 
 def fast_config(*, seed: int, attacks: list[str] | None) -> str:
     """The cheapest auditkit.toml that still runs every stage: a short ∇τ run on the reference backend and
-    few bootstrap rounds; ``attacks=None`` keeps the default battery."""
+    a small retain sample; ``attacks=None`` keeps the default battery."""
     battery = "" if attacks is None else f"attacks = {json.dumps(attacks)}\n"  # a JSON string list is TOML too
     return f"""\
 seed = {seed}
@@ -40,7 +40,6 @@ name = "nabla-tau"
 options = {{ epochs = 2, min_retain_batches = 4 }}
 
 [policy]
-bootstrap_rounds = 50
 retain_sample_size = 100
 exposure_attack = "loss"
 """
@@ -154,7 +153,7 @@ def shared_run(tmp_path_factory) -> Path:
         return root
     building = fresh_workspace(tmp_path_factory, tmp_path_factory.getbasetemp() / "reliability-run-building")
     result = run_cli_here(["-q", *FORGET, "--out", "runs/first"], cwd=building)
-    assert result.code in (0, 1), result.err
+    assert result.code in (0, 1, 4), result.err  # the audit ran: passed, failed or inconclusive
     building.rename(root)
     return root
 

@@ -87,7 +87,7 @@ def hostile_run(tmp_path_factory):
     result = run_cli_here(["forget", "--ids", request, "--checkpoint", "model.pt", "--config", "fast.toml",
                            "--plugins", "hostile_attack.py", "--attacks", f"loss,{BREAKOUT + MATH}", "--include-ids",
                            "--out", out], cwd=ws)
-    assert result.code in (0, 1), result.err
+    assert result.code in (0, 1, 4), result.err
     return ws, out, result
 
 

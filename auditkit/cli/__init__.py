@@ -43,7 +43,8 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, json_output: bool, thread
     \b
     Quick start:  auditkit train  &&  auditkit forget --ids examples/request.csv --retrain-reference
     Exit codes: 0 audit passed, 1 audit failed the policy (or verify found tampering),
-    2 usage error or bad input, 3 runtime or plugin error, 130 interrupted (Ctrl-C or SIGTERM).
+    2 usage error or bad input, 3 runtime or plugin error, 4 audit inconclusive (it could not have
+    failed: too few samples, or no measurable leak before unlearning), 130 interrupted (Ctrl-C or SIGTERM).
     """
     # torch is imported by the commands that use it (Application.start_torch): `--help` of any command,
     # `verify` and `report` never load it.

@@ -55,28 +55,37 @@ class Application:
         if self.verbosity >= 0:
             self.console.print(f"warning: {message}", markup=False, style="yellow", soft_wrap=True)
 
+    def _line(self, message: str) -> None:
+        """Like :meth:`info`, but never hard-wrapped: one verdict per line, whatever the terminal width."""
+        if self.verbosity >= 0:
+            self.console.print(message, markup=False, soft_wrap=True)
+
     def emit_json(self, payload: dict[str, Any]) -> None:
         """The machine-readable summary on stdout (only with --json)."""
         if self.json_output:
             click.echo(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False))
 
     def report_outcome(self, outcome: Any) -> None:
-        """The end of `forget` / `audit`: verdict, per-check failures, and where the evidence is."""
-        summary = outcome.record.summary
+        """The end of `forget` / `audit`: checks that did not pass, the audit's power, and last the outcome
+        with why (and, when inconclusive, what would make it conclusive); then where the evidence is."""
+        from auditkit.audit.results import power_summary
+
         audit = outcome.record.audit
         for warning in outcome.warnings:
             self.warn(warning)
-        if summary["passed"] is None:
+        if audit is None:
             self.info("audit skipped (--no-audit): nothing shows that the samples are forgotten")
         else:
-            verdicts = audit["verdicts"]
-            failing = [v for v in verdicts if v["status"] != "pass"]
-            word = "PASSED" if summary["passed"] else "FAILED"
-            self.info(f"audit {word}: {len(verdicts) - len(failing)} of {len(verdicts)} checks pass")
-            for verdict in failing:
-                self.info(f"  {verdict['attack']}: {verdict['status']} ({verdict['reason']})")
+            for verdict in audit["verdicts"]:
+                if verdict["status"] != "pass":
+                    self._line(f"  {verdict['attack']}: {verdict['status']} ({verdict['reason']})")
             for warning in audit["warnings"]:
                 self.detail(f"  note: {warning}")
+            self._line(f"power: {power_summary(audit)}")
+            line = f"audit {audit['outcome'].upper()}: {audit['outcome_reason']}"
+            if audit["conclusive_hint"]:
+                line += f"; to make it conclusive: {audit['conclusive_hint']}"
+            self._line(line)
         self.detail(f"record: {outcome.out / 'record.json'}")
         self.detail(f"audit trail: {outcome.trail} (line {outcome.trail_line.index + 1})")
         self.info(f"report: {outcome.out / 'report.html'}")
