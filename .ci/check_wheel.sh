@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Build a wheel of the project, install it (non-editable) into a fresh venv that first gets the local
-# CPU torch wheel, and from a directory outside the checkout: find csrc/, templates/ and the plugins,
-# build and run the fused op against the reference, and run `auditkit --help`.
+# Build a wheel of the project (distribution auditkit-unlearn: "auditkit" on PyPI is an unrelated project),
+# install it (non-editable) into a fresh venv that first gets the local CPU torch wheel, check that the venv
+# holds auditkit-unlearn and no distribution named "auditkit", and from a directory outside the checkout:
+# find csrc/, templates/ and the plugins, build and run the fused op against the reference, run
+# `auditkit --help`, and install the example third-party plugin, whose dependency must resolve to this wheel.
 #
 # Env: PYTHON (default: the checkout's .venv/bin/python, else python3) builds the wheel and the venv.
 set -euo pipefail
@@ -19,7 +21,7 @@ mkdir -p "$work/src"
 git -C "$repo" ls-files -z --cached --others --exclude-standard | \
     (cd "$repo" && xargs -0 cp --parents -t "$work/src" 2>/dev/null || true)
 "$python" -m pip wheel --quiet --no-deps --no-build-isolation -w "$work/dist" "$work/src"
-wheel="$(ls "$work"/dist/auditkit-*.whl)"
+wheel="$(ls "$work"/dist/auditkit_unlearn-*.whl)"
 echo "check_wheel: built $(basename "$wheel") in $((SECONDS - start)) s"
 "$python" -m zipfile -l "$wheel" | awk '{print $1}' > "$work/contents.txt"
 for expected in auditkit/_csrc/nabla_tau.h auditkit/_csrc/nabla_tau_cpu.cpp auditkit/_csrc/nabla_tau_cuda.cu \
@@ -35,6 +37,14 @@ echo "torch==$torch_version" > "$work/constraints.txt"
 "$work/venv/bin/pip" install --quiet --constraint "$work/constraints.txt" "$wheel"
 torch_count="$("$work/venv/bin/pip" list 2>/dev/null | grep -c '^torch ' || true)"
 [[ "$torch_count" == 1 ]] || { echo "check_wheel: expected one torch, pip list shows $torch_count" >&2; exit 1; }
+check_distributions() {
+    "$work/venv/bin/pip" list --format=freeze 2>/dev/null > "$work/freeze.txt"
+    grep -qix 'auditkit-unlearn==[0-9.]*' "$work/freeze.txt" || { echo "check_wheel: auditkit-unlearn is not installed" >&2; exit 1; }
+    if grep -qi '^auditkit==' "$work/freeze.txt"; then
+        echo "check_wheel: the unrelated PyPI project 'auditkit' got installed" >&2; exit 1
+    fi
+}
+check_distributions
 echo "check_wheel: installed into a fresh venv at $((SECONDS - start)) s"
 
 mkdir -p "$work/elsewhere"
@@ -80,4 +90,15 @@ print("check_wheel: fused cpu op matches the reference")
 PY
 "$work/venv/bin/auditkit" --help > "$work/help.txt"
 head -3 "$work/help.txt"
+
+# The example plugin depends on auditkit-unlearn with a version range: installed with its dependencies, it
+# must be satisfied by the wheel above and pull nothing named auditkit.
+cp -r "$repo/examples/auditkit-example-attack" "$work/example"
+"$python" -m pip wheel --quiet --no-deps --no-build-isolation -w "$work/example-dist" "$work/example"
+"$work/venv/bin/pip" install --quiet --constraint "$work/constraints.txt" "$work"/example-dist/auditkit_example_attack-*.whl
+check_distributions
+"$work/venv/bin/auditkit" plugins list --kind attacks > "$work/attacks.txt"
+grep -q $'^attacks\tlogit-margin\t' "$work/attacks.txt" || \
+    { echo "check_wheel: the example plugin's logit-margin attack is not listed" >&2; exit 1; }
+echo "check_wheel: the example plugin installs against auditkit-unlearn and is discovered"
 echo "check_wheel: ok in $((SECONDS - start)) s"

@@ -27,6 +27,7 @@ import auditkit
 from auditkit.data import SampleSet
 from auditkit.errors import InputError
 from auditkit.fsutil import atomic_write_bytes, sha256_bytes, sha256_file
+from auditkit.messages import shown
 from auditkit.progress import ProgressCallback, no_progress
 from auditkit.registry import Registry
 from auditkit.training import TrainRecipe, accuracy, train_model
@@ -103,6 +104,7 @@ class CheckpointManifest:
         if missing:
             raise InputError(f"the checkpoint manifest lacks {', '.join(missing)}",
                              hint="re-create the checkpoint with `auditkit train`")
+        _check_manifest_types(values)
         known = {k: v for k, v in values.items() if k in names}
         try:
             known["input_shape"] = tuple(int(d) for d in known["input_shape"])
@@ -125,6 +127,71 @@ def describe_model(model: str, options: dict[str, Any]) -> str:
     """A model plugin and its options as one phrase, e.g. ``mlp (widths=[256])``."""
     listed = ", ".join(f"{k}={v!r}" for k, v in sorted(_plain(options).items()))
     return f"{model} ({listed})" if listed else model
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_options(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(key, str) for key in value)
+
+
+#: What each manifest field must hold; a file edited by hand or written by other software can hold
+#: anything, and a wrong type used to surface as a TypeError deep inside a plugin.
+_MANIFEST_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "model": (lambda v: isinstance(v, str) and bool(v), "a plugin name"),
+    "dataset": (lambda v: isinstance(v, str) and bool(v), "a plugin name"),
+    "model_options": (_is_options, "a table of options"),
+    "dataset_options": (_is_options, "a table of options"),
+    "num_classes": (lambda v: _is_int(v) and v >= 2, "an integer of at least 2"),
+    "input_shape": (lambda v: isinstance(v, (list, tuple)) and all(_is_int(d) and d >= 1 for d in v),
+                    "a list of positive sizes"),
+    "train_ids_sha256": (lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
+                         "a SHA-256 hex digest"),
+    "train_count": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "recipe": (lambda v: v is None or isinstance(v, dict), "a table of training settings, or null"),
+    "seed": (lambda v: v is None or (_is_int(v) and v >= 0), "a non-negative integer, or null"),
+    "metrics": (lambda v: isinstance(v, dict), "a table"),
+    "train_ids": (lambda v: v is None or (isinstance(v, list) and all(isinstance(i, str) for i in v)),
+                  "a list of IDs, or null"),
+    "adopted_from": (lambda v: v is None or isinstance(v, dict), "a table, or null"),
+}
+
+
+def _check_manifest_types(values: dict[str, Any]) -> None:
+    """One :class:`InputError` naming every manifest field of the wrong type (and a recipe that is unusable)."""
+    wrong = [f"{name} is {shown(values[name], limit=30)} (must be {what})"
+             for name, (valid, what) in _MANIFEST_FIELDS.items() if name in values and not valid(values[name])]
+    if not wrong and isinstance(values.get("recipe"), dict):
+        try:
+            TrainRecipe.from_dict(values["recipe"])
+        except InputError as exc:
+            wrong.append(f"recipe: {exc.message}")
+    if wrong:
+        raise InputError(f"the checkpoint manifest has {len(wrong)} malformed field{'s' if len(wrong) > 1 else ''}: "
+                         f"{'; '.join(wrong)}", hint="the manifest was edited or written by other software: re-create "
+                                                    "the checkpoint with `auditkit train`, or fix those fields")
+
+
+def _check_finite_weights(state_dict: dict[str, Any], name: str) -> None:
+    """Refuse NaN or infinite weights at load, before they make a run fail halfway with a misleading cause."""
+    broken = [(key, value) for key, value in state_dict.items()
+              if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if not broken:
+        return
+    key, tensor = broken[0]
+    count = int((~torch.isfinite(tensor)).sum())
+    others = f" (and {len(broken) - 1} more tensor(s))" if len(broken) > 1 else ""
+    raise InputError(f"checkpoint {shown(name)} holds non-finite weights: {count:,} of the {tensor.numel():,} values of "
+                     f"{shown(key, limit=40)} are NaN or infinite{others}",
+                     hint="the model diverged before it was saved, or the file was altered: use an earlier "
+                          "checkpoint, or retrain it with `auditkit train`")
+
+
+def read_manifest(path: str | Path) -> CheckpointManifest:
+    """A checkpoint's manifest alone, read and checked like :func:`load_checkpoint` reads it (no model built)."""
+    return CheckpointManifest.from_dict(_read_payload(Path(path))["manifest"])
 
 
 @dataclass(frozen=True)
@@ -270,6 +337,7 @@ def load_checkpoint(path: str | Path, *, registry: Registry) -> LoadedCheckpoint
     manifest = CheckpointManifest.from_dict(payload["manifest"])
     model = build_model(manifest, registry=registry)
     _check_architecture(model, payload["state_dict"], manifest, str(file))
+    _check_finite_weights(payload["state_dict"], str(file))
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return LoadedCheckpoint(model=model, manifest=manifest, sha256=sha256_file(file), path=file)

@@ -7,15 +7,20 @@ import contextlib
 import errno
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 from auditkit.errors import InputError, RunError
+from auditkit.messages import shown
 
 _CHUNK = 1 << 20
 _WRITTEN: list[str] = []
+_KINDS = ((stat.S_ISDIR, "is a folder"), (stat.S_ISFIFO, "is a named pipe (FIFO), not a file"),
+          (stat.S_ISCHR, "is a character device, not a file"), (stat.S_ISBLK, "is a block device, not a file"),
+          (stat.S_ISSOCK, "is a socket, not a file"))
 
 
 def _umask() -> int:
@@ -126,3 +131,54 @@ def written() -> tuple[str, ...]:
 def forget_written() -> None:
     """Start a new invocation: nothing published yet (the CLI calls this before each command)."""
     _WRITTEN.clear()
+
+
+def regular_file_problem(path: str | os.PathLike[str]) -> str | None:
+    """``None`` for a regular file (symlinks followed), else what ``path`` is instead, for a message:
+    ``"does not exist"``, ``"is a folder"``, ``"is a named pipe (FIFO), not a file"``, ...
+
+    Only ``stat`` is called: a FIFO is never opened (that would block until a writer appears), and a
+    device such as ``/dev/zero`` is never read (it never ends).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "is a broken symbolic link" if os.path.islink(path) else "does not exist"
+    except ValueError:  # a NUL character in the name
+        return "is not a valid path"
+    except OSError as exc:
+        return f"cannot be examined ({exc.strerror})"
+    return next((kind for test, kind in _KINDS if test(mode)), None if stat.S_ISREG(mode) else "is not a file")
+
+
+def not_a_file_error(path: str | os.PathLike[str], *, role: str, hint: str) -> InputError | None:
+    """``None`` for a regular file, else the error to raise: ``{role} '{path}' {what it is}`` with ``hint``
+    (for a missing file or a folder) or advice to save the data to a regular file (pipes, devices)."""
+    problem = regular_file_problem(path)
+    if problem is None:
+        return None
+    if "not a file" in problem:
+        hint = ("save it to a regular file and pass that path (auditkit hashes what it reads, so it never reads "
+                "a pipe or a device)")
+    return InputError(f"{role} {shown(path)} {problem}", hint=hint)
+
+
+def open_regular_file(path: str | os.PathLike[str], *, role: str, hint: str) -> BinaryIO:
+    """Open ``path`` for binary reading, refusing anything but a regular file with :func:`not_a_file_error`.
+
+    The open is non-blocking and the check is repeated on the open descriptor, so a file swapped for a
+    FIFO after an earlier check neither hangs the process nor gets read.
+    """
+    error = not_a_file_error(path, role=role, hint=hint)
+    if error is not None:
+        raise error
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InputError(f"cannot read {role} {shown(path)} ({exc.strerror})", hint=hint) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise not_a_file_error(path, role=role, hint=hint) or InputError(f"{role} {shown(path)} changed while it was "
+                                                                         "opened", hint=hint)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")

@@ -159,21 +159,40 @@ class AttackInput:
 
 @dataclass(frozen=True)
 class Statistic:
-    """An attack's own headline number (e.g. the paper's cross-validated LR accuracy)."""
+    """An attack's own headline number (e.g. the paper's cross-validated LR accuracy).
+
+    ``ci_low``/``ci_high``: its 95 % interval. ``se`` and ``df``: its standard error and degrees of
+    freedom (None = normal), from which the battery computes the interval at the verdicts' confidence;
+    without them the 95 % interval is stretched by the ratio of normal quantiles. A statistic with no
+    interval at all cannot be judged: the attack abstains. ``spread``: optional standard deviation of
+    the value over the attack's own repetitions (e.g. subsample draws), shown beside it.
+    """
 
     name: str
     value: float
     ci_low: float | None = None
     ci_high: float | None = None
     chance: float = 0.5
+    se: float | None = None
+    df: float | None = None
+    spread: float | None = None
 
 
 @dataclass(frozen=True)
 class AttackOutput:
-    """``scores``: ``[N]`` float64, higher means more likely a member; ``statistic``: optional headline."""
+    """What an attack returns.
 
-    scores: np.ndarray
+    ``scores``: ``[N]`` float64, higher means more likely a member (may be None only when abstaining).
+    ``statistic``: optional headline instead of the AUC. ``parameters``: every parameter the attack
+    tuned or resolved (e.g. RMIA's ``a``), recorded with its result. ``abstained``: None, or why the
+    attack cannot decide on this input (e.g. too few members for its cross-validation); an abstaining
+    attack cannot make the audit pass or fail.
+    """
+
+    scores: np.ndarray | None
     statistic: Statistic | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    abstained: str | None = None
 
 
 class Attack(Plugin, ABC):
@@ -187,6 +206,12 @@ class Attack(Plugin, ABC):
     def reference_models(self) -> int:
         """How many reference models this attack needs (0 for attacks that use the target alone)."""
         return 0
+
+    def minimum_detectable_statistic(self, *, n_members: int, n_nonmembers: int, level: float) -> float | None:
+        """For an attack that returns a :class:`Statistic`: the smallest value of it that a verdict at
+        ``level`` detects with 80 % power at these sizes, or None when unknown (such an attack can then
+        fail an audit but never make it conclusive). Attacks judged by their AUC need not override it."""
+        return None
 
     @abstractmethod
     def score(self, data: AttackInput) -> AttackOutput:

@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from torch.nn import functional as F
 
 from auditkit.errors import InputError, OpBuildError
 from auditkit.fsutil import atomic_write_text
+from auditkit.progress import Progress, ProgressCallback, no_progress
 from auditkit.resources import resource_dir
 
 BACKENDS = ("auto", "cpu", "cuda", "reference")
@@ -41,6 +43,8 @@ _ISA_FLAGS = {
     "AVX2": ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
 }
 _COMPLETE_MARKER = "build-complete"
+BUILD_STAGE = "fused op"
+BUILD_MESSAGE = "building the fused op (first run only)…"
 
 
 @dataclass(frozen=True)
@@ -166,12 +170,15 @@ def _first_error_lines(text: str, limit: int = 3) -> str:
     return " | ".join(lines[:limit]) or (text.strip().splitlines() or ["no compiler output"])[-1][-400:]
 
 
-def build_extension(*, verbose: bool = False, with_cuda: bool | None = None) -> BuildPlan:
+def build_extension(*, verbose: bool = False, with_cuda: bool | None = None,
+                    progress: ProgressCallback = no_progress) -> BuildPlan:
     """Build (first time) or load (cached) the fused op into this process; idempotent.
 
     Args:
         verbose: echo the compiler commands.
         with_cuda: see :func:`build_plan`.
+        progress: told when a compile starts (:data:`BUILD_MESSAGE`) and how it ended, with the elapsed
+            time, as a ``wait`` report of stage :data:`BUILD_STAGE`; a cached load reports nothing.
 
     Raises:
         OpBuildError: the compiler failed or is missing; the message quotes its first error lines.
@@ -187,7 +194,7 @@ def build_extension(*, verbose: bool = False, with_cuda: bool | None = None) -> 
             if (plan.directory / _COMPLETE_MARKER).is_file() and plan.library.is_file():
                 torch.ops.load_library(str(plan.library))
             else:
-                _compile(plan, verbose=verbose)
+                _timed_compile(plan, verbose=verbose, progress=progress)
         except (RuntimeError, OSError, ImportError, subprocess.SubprocessError) as exc:
             _build_error = OpBuildError(
                 f"the fused ∇τ op could not be built in {plan.directory}: {_first_error_lines(str(exc))}",
@@ -197,6 +204,18 @@ def build_extension(*, verbose: bool = False, with_cuda: bool | None = None) -> 
         _register_python_parts()
         _loaded_plan = plan
         return plan
+
+
+def _timed_compile(plan: BuildPlan, *, verbose: bool, progress: ProgressCallback) -> None:
+    """:func:`_compile`, announced before it starts (it takes 15-60 s) and reported with its duration."""
+    progress(Progress(BUILD_STAGE, 0, 1, BUILD_MESSAGE, wait=True))
+    started = time.perf_counter()
+    try:
+        _compile(plan, verbose=verbose)
+    except BaseException:
+        progress(Progress(BUILD_STAGE, 1, 1, f"failed after {time.perf_counter() - started:.1f} s", wait=True))
+        raise
+    progress(Progress(BUILD_STAGE, 1, 1, f"built in {time.perf_counter() - started:.1f} s", wait=True))
 
 
 def _compile(plan: BuildPlan, *, verbose: bool) -> None:
@@ -269,11 +288,12 @@ def _register_python_parts() -> None:
     _python_parts_registered = True
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
+def resolve_backend(backend: str, device: torch.device, *, progress: ProgressCallback = no_progress) -> str:
     """Map ``backend`` (one of :data:`BACKENDS`) to the concrete backend for ``device``.
 
     A fused backend is built (or loaded from the cache) here, so a missing compiler fails before any
-    heavy work, with an :class:`~auditkit.errors.OpBuildError` that suggests ``--backend reference``.
+    heavy work, with an :class:`~auditkit.errors.OpBuildError` that suggests ``--backend reference``;
+    a first-run build is reported through ``progress`` (see :func:`build_extension`).
     """
     if backend not in BACKENDS:
         raise InputError(f"unknown op backend {backend!r}", hint=f"choose one of {', '.join(BACKENDS)}")
@@ -286,7 +306,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if concrete != device.type:
         raise InputError(f"backend {backend!r} cannot run tensors on {device.type}",
                          hint=f"use --backend auto or --backend {device.type}")
-    plan = build_extension()
+    plan = build_extension(progress=progress)
     if concrete == "cuda" and not plan.with_cuda:
         raise OpBuildError("the fused op was built without its CUDA kernel (torch has no CUDA device)",
                            hint="install a CUDA build of torch, or use --backend reference")

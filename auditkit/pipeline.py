@@ -2,16 +2,19 @@
 
 Everything that can be wrong with the command line (plugins, options, policy, backend, output folder,
 audit trail) is resolved first, so a typo fails in a second rather than after a training run. Then the
-checkpoint, dataset and request are loaded and checked against each other; then the method and the
-battery run; and only at the end are outputs written: into a hidden temporary folder beside ``--out``
-that the trail's publish protocol (:mod:`auditkit.evidence.ledger`) logs and renames into place. An
-interrupted or failed run therefore leaves no output folder, and the original checkpoint is only ever read.
+checkpoint, dataset and request are loaded and checked against each other; then the battery's first
+phase on the original model (so a broken attack fails, and an audit that cannot pass is announced, before
+any unlearning), the method, and the battery's second phase; and only at the end are outputs written:
+into a hidden temporary folder beside ``--out`` that the trail's publish protocol
+(:mod:`auditkit.evidence.ledger`) logs and renames into place. An interrupted or failed run therefore
+leaves no output folder, and the original checkpoint is only ever read.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,19 +33,20 @@ from auditkit.checkpoint import (
     train_checkpoint,
 )
 from auditkit.data import SampleSet
-from auditkit.errors import AuditkitError, InputError
+from auditkit.errors import EXIT_INCONCLUSIVE, EXIT_POLICY_FAILED, AuditkitError, InputError
 from auditkit.evidence.ledger import Published, RunLedger
 from auditkit.evidence.record import RunRecord, collect_provenance, utc_now
 from auditkit.evidence.trail import RECORD_FILE, TrailLine
-from auditkit.fsutil import atomic_write_text, check_writable, note_written, sha256_file
+from auditkit.fsutil import atomic_write_text, check_writable, not_a_file_error, note_written, sha256_file
 from auditkit.interfaces import Attack, UnlearningMethod, UnlearningTask
 from auditkit.ops import resolve_backend
 from auditkit.progress import ProgressCallback, no_progress
 from auditkit.registry import Registry
-from auditkit.request import parse_request, resolve_request
+from auditkit.request import check_request_file, parse_request, resolve_request
 from auditkit.training import accuracy
 
 if TYPE_CHECKING:  # imported where used: `auditkit train` never needs scipy, scikit-learn or matplotlib
+    from auditkit.audit.battery import AuditPlan
     from auditkit.audit.policy import Policy
     from auditkit.audit.reference_models import ReferenceTrainer
 
@@ -112,8 +116,8 @@ class RunOutcome:
 
     @property
     def exit_code(self) -> int:
-        """0 when the audit passed or was skipped, 1 when it failed the policy."""
-        return 1 if self.record.summary["passed"] is False else 0
+        """0 when the audit passed or was skipped, 1 when it failed the policy, 4 when it was inconclusive."""
+        return {"failed": EXIT_POLICY_FAILED, "inconclusive": EXIT_INCONCLUSIVE}.get(self.record.summary["outcome"], 0)
 
     def summary(self) -> dict[str, Any]:
         """The ``--json`` payload: the record's summary plus where everything is."""
@@ -167,14 +171,16 @@ def run_device(backend: str) -> torch.device:
     return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
-def _resolve(settings: RunSettings, *, with_method: bool) -> _Resolved:
-    """Plugins, options, policy, backend, output and trail: every cheap check, before any heavy work."""
+def _resolve(settings: RunSettings, *, with_method: bool, progress: ProgressCallback = no_progress) -> _Resolved:
+    """Plugins, options, policy, backend, output and trail: every cheap check, before any heavy work
+    (the fused op's first-run build included, reported through ``progress``)."""
     for role, path in (("checkpoint", settings.checkpoint), ("request", settings.request),
                        ("original", settings.original), ("retrained", settings.retrained)):
-        if path is not None and not Path(path).is_file():
-            raise InputError(f"{role} file {str(path)!r} {'is a folder' if Path(path).is_dir() else 'does not exist'}",
-                             hint="train one with `auditkit train`" if role != "request"
-                             else "pass a CSV of sample IDs with --ids")
+        if role == "request":
+            check_request_file(path)  # also refuses `-`, pipes and devices, without opening them
+        elif path is not None and (error := not_a_file_error(path, role=f"{role} file",
+                                                             hint="train one with `auditkit train`")):
+            raise error
     from auditkit.audit.battery import DEFAULT_ATTACKS, check_battery
     from auditkit.audit.policy import Policy
 
@@ -213,7 +219,7 @@ def _resolve(settings: RunSettings, *, with_method: bool) -> _Resolved:
         [{**_plugin_entry(registry, "attacks", name), "options": dict(attack.options)}
          for name, attack in zip(names, attacks)]
     device = run_device(settings.backend)
-    backend = resolve_backend(settings.backend, device)
+    backend = resolve_backend(settings.backend, device, progress=progress)
     if settings.out.exists() and not settings.out.is_dir():  # --force replaces run folders, never a file
         raise InputError(f"--out {str(settings.out)!r} is a file, not a run folder",
                          hint="choose another --out (a folder name, e.g. runs/<name>)")
@@ -285,7 +291,8 @@ def _load(settings: RunSettings, resolved: _Resolved, path: Path) -> _Loaded:
     _check_recipe(settings, resolved, manifest, path)
     data = load_dataset(manifest, registry=registry)
     request = parse_request(settings.request, id_column=settings.id_column)
-    forget = np.asarray(resolve_request(request, data), dtype=np.int64)
+    listing = f"auditkit ids --checkpoint {shlex.quote(str(path))} --split train"
+    forget = np.asarray(resolve_request(request, data, ids_command=listing), dtype=np.int64)
     train = data.indices("train")
     retain = np.setdiff1d(train, forget)
     return _Loaded(loaded, data, request, forget, retain, data.indices("validation"), data.indices("test"))
@@ -314,19 +321,28 @@ def _reference_trainer(loaded: _Loaded, registry: Registry, device: torch.device
                             model_key=manifest.describe_model(), device=device)
 
 
-def _audit(settings: RunSettings, resolved: _Resolved, loaded: _Loaded, models: dict[str, torch.nn.Module],
-           progress: ProgressCallback) -> dict[str, Any]:
-    from auditkit.audit.battery import run_audit
+def _prepare_audit(settings: RunSettings, resolved: _Resolved, loaded: _Loaded, original: torch.nn.Module,
+                   progress: ProgressCallback) -> AuditPlan:
+    """The battery's first phase, on the original model alone: run before any unlearning, so a broken attack
+    plugin fails and an audit that cannot pass is announced in seconds (the deletion still goes ahead)."""
+    from auditkit.audit.battery import prepare_audit
 
     needs_references = any(a.reference_models() for a in resolved.attacks)
-    result = run_audit(
+    return prepare_audit(
         data=loaded.data, forget=loaded.forget, retain=loaded.retain, validation=loaded.validation,
-        test=loaded.test, models=models, attacks=resolved.attacks, policy=resolved.policy, seed=settings.seed,
+        test=loaded.test, original=original, attacks=resolved.attacks, policy=resolved.policy, seed=settings.seed,
         backend=settings.backend,
         reference_trainer=_reference_trainer(loaded, resolved.registry, resolved.device) if needs_references else None,
         progress=progress,
     )
-    return result.to_dict()
+
+
+def _audit_summary(audit: dict[str, Any] | None) -> dict[str, Any]:
+    """The record summary's verdict fields: ``outcome``, ``passed`` (True/False/None) and why."""
+    if audit is None:
+        return {"outcome": None, "passed": None, "outcome_reason": None}
+    return {"outcome": audit["outcome"], "passed": audit["passed"],
+            "outcome_reason": "; ".join(filter(None, (audit["outcome_reason"], audit["conclusive_hint"])))}
 
 
 def _request_block(settings: RunSettings, loaded: _Loaded) -> dict[str, Any]:
@@ -382,11 +398,12 @@ def _finish(record: RunRecord, ledger: RunLedger, tmp: Path) -> Published:
 def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progress) -> RunOutcome:
     """Validate the request, unlearn, audit, and write model.pt, record.json and report.html."""
     started = utc_now()
-    resolved = _resolve(settings, with_method=True)
+    resolved = _resolve(settings, with_method=True, progress=progress)
     loaded = _load(settings, resolved, settings.checkpoint)
     retrained = _load_model(settings.retrained, resolved.registry, resolved.device, loaded.data, loaded.retain)
     manifest = loaded.checkpoint.manifest
     original = loaded.checkpoint.model.to(resolved.device).eval()
+    plan = _prepare_audit(settings, resolved, loaded, original, progress) if settings.audit else None
 
     torch.manual_seed(settings.seed)
     task = UnlearningTask(
@@ -410,11 +427,10 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
         retrained.eval()
 
     audit = None
-    if settings.audit:
-        models = {"original": original, "unlearned": unlearned}
-        if retrained is not None:
-            models["retrained"] = retrained
-        audit = _audit(settings, resolved, loaded, models, progress)
+    if plan is not None:
+        from auditkit.audit.battery import complete_audit
+
+        audit = complete_audit(plan, unlearned=unlearned, retrained=retrained, progress=progress).to_dict()
 
     with resolved.ledger.staging() as tmp:
         # Same manifest (architecture, dataset, split fingerprint: the unlearned model audits against the
@@ -428,12 +444,11 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
             retrained_manifest = dataclasses.replace(manifest, metrics=_accuracies(retrained, loaded, resolved.device))
             reference_block = {"retrained": {"path": RETRAINED_FILE, "sha256": save_checkpoint(
                 tmp / RETRAINED_FILE, state_dict=reference.state_dict, manifest=retrained_manifest)}}
-        passed = None if audit is None else bool(audit["passed"])
         plugins = [*resolved.plugins, _plugin_entry(resolved.registry, "datasets", manifest.dataset),
                    _plugin_entry(resolved.registry, "models", manifest.model)]
         record = RunRecord(
             kind="forget",
-            summary={"kind": "forget", "passed": passed, "request_sha256": loaded.request.sha256,
+            summary={"kind": "forget", **_audit_summary(audit), "request_sha256": loaded.request.sha256,
                      "request_count": int(loaded.request.count), "original_sha256": loaded.checkpoint.sha256,
                      "unlearned_sha256": unlearned_sha, "method": settings.method, "dataset": loaded.data.name},
             request=_request_block(settings, loaded),
@@ -443,7 +458,7 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
                          **reference_block},
             method={"name": settings.method, "options": dict(resolved.method.options),
                     "settings": dict(outcome.settings), "backend": outcome.backend,
-                    **({"reference": {"name": "retrain", "settings": dict(reference.settings)}} if reference else {})},
+                    **({"retrained": {"name": "retrain", "settings": dict(reference.settings)}} if reference else {})},
             history=list(outcome.history),
             audit=audit,
             provenance=_provenance(settings, loaded, backend=outcome.backend, plugins=plugins, started=started),
@@ -479,7 +494,7 @@ def run_audit_checkpoint(settings: RunSettings, *, progress: ProgressCallback = 
         raise InputError("auditing needs the original model the checkpoint was derived from",
                          hint="pass --original PATH (the model trained on the full data)")
     settings = dataclasses.replace(settings, audit=True)
-    resolved = _resolve(settings, with_method=False)
+    resolved = _resolve(settings, with_method=False, progress=progress)
     loaded = _load(settings, resolved, settings.checkpoint)
     original = load_checkpoint(settings.original, registry=resolved.registry)
     if original.manifest.dataset != loaded.checkpoint.manifest.dataset:
@@ -489,19 +504,19 @@ def run_audit_checkpoint(settings: RunSettings, *, progress: ProgressCallback = 
         check_matches_dataset(original.manifest, loaded.data)
     except InputError as exc:
         raise InputError(f"--original {str(settings.original)!r}: {exc.message}", hint=exc.hint) from None
-    models = {"original": original.model.to(resolved.device).eval(),
-              "unlearned": loaded.checkpoint.model.to(resolved.device).eval()}
     retrained = _load_model(settings.retrained, resolved.registry, resolved.device, loaded.data, loaded.retain)
-    if retrained is not None:
-        models["retrained"] = retrained
-    audit = _audit(settings, resolved, loaded, models, progress)
+    plan = _prepare_audit(settings, resolved, loaded, original.model.to(resolved.device).eval(), progress)
+    from auditkit.audit.battery import complete_audit
+
+    audit = complete_audit(plan, unlearned=loaded.checkpoint.model.to(resolved.device).eval(), retrained=retrained,
+                           progress=progress).to_dict()
     manifest = loaded.checkpoint.manifest
     with resolved.ledger.staging() as tmp:
         plugins = [*resolved.plugins, _plugin_entry(resolved.registry, "datasets", manifest.dataset),
                    _plugin_entry(resolved.registry, "models", manifest.model)]
         record = RunRecord(
             kind="audit",
-            summary={"kind": "audit", "passed": bool(audit["passed"]), "request_sha256": loaded.request.sha256,
+            summary={"kind": "audit", **_audit_summary(audit), "request_sha256": loaded.request.sha256,
                      "request_count": int(loaded.request.count), "original_sha256": original.sha256,
                      "unlearned_sha256": loaded.checkpoint.sha256, "method": None, "dataset": loaded.data.name},
             request=_request_block(settings, loaded),

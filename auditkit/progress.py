@@ -8,12 +8,18 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Progress:
-    """One progress report from a long-running stage (the CLI renders it as a bar)."""
+    """One progress report from a long-running stage (the CLI renders it as a bar).
+
+    ``wait`` marks a single step that cannot report partial progress (the fused op's first build): it
+    reports ``completed=0`` with what it waits for, then ``completed=1`` with how it ended, and the CLI
+    shows it as one line, with a live timer on a terminal.
+    """
 
     stage: str
     completed: int
     total: int
     message: str = ""
+    wait: bool = False
 
 
 ProgressCallback = Callable[[Progress], None]

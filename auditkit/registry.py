@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 from auditkit.errors import InputError, PluginError
+from auditkit.fsutil import not_a_file_error
 from auditkit.interfaces import Attack, DatasetPlugin, ModelPlugin, Plugin, UnlearningMethod
 
 KINDS: dict[str, type[Plugin]] = {
@@ -110,8 +111,9 @@ class Registry:
     def load_file(self, path: str | Path) -> None:
         """Import a plugin file and register every plugin class it defines."""
         file = Path(path)
-        if not file.is_file():
-            raise InputError(f"plugin file {str(file)!r} does not exist", hint="check the --plugins path")
+        missing = not_a_file_error(file, role="plugin file", hint="check the --plugins path")
+        if missing is not None:  # a named pipe would block the import: refused by stat, like a missing file
+            raise missing
         module_name = "auditkit_user_plugin_" + hashlib.sha256(str(file.resolve()).encode()).hexdigest()[:12]
         spec = importlib.util.spec_from_file_location(module_name, file)
         module = importlib.util.module_from_spec(spec)

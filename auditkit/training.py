@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from auditkit.data import Rows, stream
 from auditkit.errors import InputError, RunError
+from auditkit.messages import shown
 from auditkit.progress import Progress, ProgressCallback, no_progress
 
 
@@ -32,12 +33,22 @@ class TrainRecipe:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainRecipe:
+        if not isinstance(values, dict):
+            raise InputError(f"the training recipe must be a table of fields, not {type(values).__name__}",
+                             hint=f"give fields such as {', '.join(cls.__dataclass_fields__)}")
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
             raise InputError(
-                f"unknown training recipe fields {sorted(unknown)}",
+                f"unknown training recipe fields {sorted(map(str, unknown))}",
                 hint=f"valid fields: {', '.join(cls.__dataclass_fields__)}",
             )
+        # A string where a number belongs ([recipe] lr = "fast") failed the range check with a TypeError.
+        defaults = cls()
+        mistyped = [f"{name}={shown(value, limit=20)}" for name, value in values.items()
+                    if not _same_kind(value, getattr(defaults, name))]
+        if mistyped:
+            raise InputError(f"training recipe fields of the wrong type: {', '.join(mistyped)}",
+                             hint="epochs and batch_size are integers, lr and weight_decay numbers, optimizer a name")
         recipe = cls(**values)
         # Out of range, torch fails mid-run with a traceback, or epochs=0 silently writes an untrained model.
         bad = [f"{name}={getattr(recipe, name)!r}" for name, ok in (
@@ -47,6 +58,15 @@ class TrainRecipe:
             raise InputError(f"training recipe out of range: {', '.join(bad)}",
                              hint="use epochs >= 1, batch_size >= 1, lr >= 0 and weight_decay >= 0")
         return recipe
+
+
+def _same_kind(value: object, default: object) -> bool:
+    """Whether ``value`` can stand where ``default`` does (an int for a float; never a bool for a number)."""
+    if isinstance(value, bool) or isinstance(default, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
 
 
 def make_optimizer(recipe: TrainRecipe, parameters) -> torch.optim.Optimizer:

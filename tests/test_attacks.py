@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from auditkit.audit.metrics import lr_mia_accuracies
+from auditkit.audit.metrics import lr_mia_accuracies, lr_mia_draws
 from auditkit.audit.signals import SignalTable, compute_signals
 from auditkit.errors import InputError
 from auditkit.interfaces import AttackInput
@@ -82,26 +82,33 @@ def test_threshold_scores_are_the_signals_themselves():
 
 
 @pytest.mark.parametrize("name,column", [("lr-loss", "loss"), ("lr-entropy", "entropy")])
-def test_lr_statistic_is_the_papers_mia(name, column):
+def test_lr_statistic_averages_the_papers_mia_over_draws(name, column):
     data = synthetic_input(seed=3, member_effect=0.7)
     output = REGISTRY.create("attacks", name).score(data)
     values = getattr(data.target, column)
-    expected = lr_mia_accuracies(values[data.members], values[~data.members], seed=3).mean()
+    draws = lr_mia_draws(values[data.members], values[~data.members], seed=3, draws=5).accuracies
     statistic = output.statistic
-    assert statistic.name == "lr_accuracy" and statistic.value == expected and statistic.chance == 0.5
-    assert statistic.ci_low < statistic.value < statistic.ci_high
+    assert statistic.name == "lr_accuracy" and statistic.chance == 0.5
+    assert statistic.value == pytest.approx(draws.mean()) and statistic.spread == pytest.approx(draws.mean(1).std(ddof=1))
+    # Draw 0 is the paper's single-draw MIA.
+    assert output.parameters["draw_accuracies"][0] == pytest.approx(
+        lr_mia_accuracies(values[data.members], values[~data.members], seed=3).mean())
+    assert statistic.ci_low < statistic.value < statistic.ci_high and statistic.df == 49
     # A reversed signal (forget rows *less* confident) still gives higher scores to the forget rows:
     # the logistic model learns the direction.
     flipped = dataclasses.replace(data, members=~data.members)
     assert roc_auc_score(flipped.members, REGISTRY.create("attacks", name).score(flipped).scores) > 0.5
 
 
-def test_lr_attack_needs_enough_samples():
+def test_lr_attack_abstains_below_its_split_count():
     data = synthetic_input(seed=4)
     small = dataclasses.replace(data, target=data.target.take(np.arange(len(data.target)) >= 115),
                                 members=data.members[115:])
-    with pytest.raises(InputError, match="at least 10 members"):
-        REGISTRY.create("attacks", "lr-loss").score(small)
+    output = REGISTRY.create("attacks", "lr-loss").score(small)
+    assert output.scores is None and "needs at least 10 members" in output.abstained
+    attack = REGISTRY.create("attacks", "lr-loss")
+    assert attack.minimum_detectable_statistic(n_members=5, n_nonmembers=500, level=0.99) is None
+    assert 0.5 < attack.minimum_detectable_statistic(n_members=100, n_nonmembers=500, level=0.99) < 0.75
 
 
 def test_reference_attacks_need_reference_signals():
@@ -116,8 +123,14 @@ def test_rmia_fixed_a_and_lira_fixed_variance_also_separate():
     data = synthetic_input(seed=6, references=3)
     for name, options in (("rmia", {"a": "0.3", "references": 3}),
                           ("lira-offline", {"fixed_variance": "true", "references": 3})):
-        scores = REGISTRY.create("attacks", name, **options).score(data).scores
-        assert roc_auc_score(data.members, scores) > 0.8
+        output = REGISTRY.create("attacks", name, **options).score(data)
+        assert roc_auc_score(data.members, output.scores) > 0.8
+    assert output.parameters["fixed_variance"] is True and output.parameters["pooled_sigma"] > 0
+    fixed = REGISTRY.create("attacks", "rmia", a="0.3", references=3).score(data).parameters
+    tuned = REGISTRY.create("attacks", "rmia", references=3).score(data).parameters
+    assert fixed["a"] == 0.3 and "fixed" in fixed["a_source"]
+    # The tuned a is the grid point with the best AUC on reference model 0, and every grid AUC is recorded.
+    assert len(tuned["tuning_auc"]) == 11 and tuned["tuning_auc"][f"{tuned['a']:g}"] == max(tuned["tuning_auc"].values())
     with pytest.raises(InputError, match="must be 'tune' or a number"):
         REGISTRY.create("attacks", "rmia", a="1.5").score(data)
 

@@ -11,6 +11,8 @@ must succeed and do what ``auditkit.request`` documents.
 from __future__ import annotations
 
 import json
+import os
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,7 @@ class Case:
     setup: Callable[[Path], None] = lambda _: None
     check: Callable[[Path, object], None] | None = None  # valid inputs: what the run must have done
     marks: list = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def _write(name: str, data: str | bytes) -> Callable[[Path], None]:
@@ -190,6 +193,73 @@ def _previous_run_holding_the_checkpoint(ws: Path) -> None:
     (ws / "runs" / "old" / "model.pt").write_bytes((ws / "model.pt").read_bytes())
 
 
+def _fifo(name: str) -> Callable[[Path], None]:
+    return lambda ws: os.mkfifo(ws / name)
+
+
+def _manifest(**fields) -> Callable[[Path], None]:
+    """The shared checkpoint with manifest fields replaced (as a hand edit or other software might)."""
+    def setup(ws: Path) -> None:
+        payload = _payload(ws)
+        payload["manifest"].update(fields)
+        torch.save(payload, ws / "bad.pt")
+    return setup
+
+
+def _weight(value: float) -> Callable[[Path], None]:
+    """The shared checkpoint with one weight set to NaN or infinity (a model that diverged before saving)."""
+    def setup(ws: Path) -> None:
+        payload = _payload(ws)
+        first = next(iter(payload["state_dict"].values()))
+        first.view(-1)[7] = value
+        torch.save(payload, ws / "bad.pt")
+    return setup
+
+
+def _lookalike(transform: Callable[[str], str]) -> Callable[[Path], None]:
+    """A request naming a training ID written otherwise (``transform``): another normalization, look-alike
+    letters, fullwidth digits."""
+    return _request_variant(lambda ids: "id\n" + "\n".join([*ids[1:], transform(ids[0])]) + "\n")
+
+
+def _with_cyrillic_i(sample_id: str) -> str:
+    return sample_id.replace("i", "\u0456", 1)  # CYRILLIC SMALL LETTER BYELORUSSIAN-UKRAINIAN I
+
+
+def _fullwidth_digits(sample_id: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if c.isdigit() else c for c in sample_id)
+
+
+CAFE_TABLE = "id,label,split,f1\n" + "".join(
+    f"café-{i:02d},{i % 2},{'train' if i < 40 else 'validation' if i < 50 else 'test'},{i % 7 * 0.5}\n"
+    for i in range(60))
+CAFE_FORGET = ["forget", "--ids", "lookalike.csv", "--checkpoint", "cafe.pt", "--config", "fast.toml", "--out",
+               "runs/new"]
+
+
+def _cafe(requested: str) -> Callable[[Path], None]:
+    """A csv dataset whose IDs are composed 'café-NN' (NFC), trained, and a request for one of its IDs."""
+    def setup(ws: Path) -> None:
+        (ws / "cafe.csv").write_text(CAFE_TABLE, encoding="utf-8")
+        result = run_cli_here(["-q", "train", "--dataset", "csv", "--dataset-option", "path=cafe.csv", "--epochs", "1",
+                               "--out", "cafe.pt"], cwd=ws)
+        assert result.code == 0, result.err
+        (ws / "lookalike.csv").write_text("id\ncafé-01\n" + requested + "\n", encoding="utf-8")
+    return setup
+
+
+ALL_AT_ONCE = """\
+atacks = ["loss"]
+attacks = ["lr-los"]
+backend = "gpu"
+
+[recipe]
+lr = "fast"
+
+[policy]
+confidence = "high"
+"""
+
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="on a CUDA machine --backend cuda is valid")
 
 CASES = [
@@ -219,7 +289,7 @@ CASES = [
          setup=_request_variant(lambda ids: "id\n" + "\n".join(ids + ["digits-9999", "DIGITS-0001", "x"]) + "\n")),
     Case("request-test-split-ids", RUN,
          problem=r"3 ID.{0,3} in 'request\.csv' are in the test split and were never learned",
-         hint="only training samples can be forgotten",
+         hint=r"only training samples can be forgotten \(`auditkit ids --checkpoint model\.pt --split train` lists them\)",
          setup=_request_variant(lambda ids: "id\n" + "\n".join(ids + digits_ids("test")[:3].tolist()) + "\n")),
     Case("request-whole-training-set", RUN, problem=r"asks to forget all 179 training samples",
          hint="retrain from scratch",
@@ -227,6 +297,33 @@ CASES = [
     Case("request-50-mb-unknown", RUN, problem=r"3276800 of the 3276800 IDs in 'request\.csv' are not in dataset "
          r"'digits': unknown-0000000, .*, unknown-0000009, … \(3276790 more\)$", hint="IDs are case-sensitive",
          setup=_fifty_megabytes),
+    # a request file with no line break is refused after 1 MiB, not read whole (2 GB took 4.5 GB and 58 s)
+    Case("request-no-line-break", RUN, problem=r"'request\.csv' line 1 is longer than 1,048,576 characters",
+         hint="one sample ID per line", setup=_write("request.csv", "x" * (3 * 2**20))),
+    Case("request-100-kb-id", RUN,
+         problem=r"1 of the 21 IDs in 'request\.csv' is not in dataset 'digits': 'y{20,40}…y{10,20}' "
+                 r"\(100,000 characters\)$", hint="IDs are case-sensitive",
+         setup=_request_variant(lambda ids: "id\n" + "\n".join(ids + ["y" * 100_000]) + "\n")),
+    Case("request-fifo", [*RUN[:2], "fifo.csv", *RUN[3:]], problem=r"request file 'fifo\.csv' is a named pipe \(FIFO\)",
+         hint="save it to a regular file", setup=_fifo("fifo.csv")),
+    Case("request-dev-zero", [*RUN[:2], "/dev/zero", *RUN[3:]],
+         problem=r"request file '/dev/zero' is a character device, not a file", hint="save it to a regular file"),
+    Case("request-dev-urandom", [*RUN[:2], "/dev/urandom", *RUN[3:]],
+         problem=r"request file '/dev/urandom' is a character device, not a file", hint="save it to a regular file"),
+    Case("request-stdin", [*RUN[:2], "-", *RUN[3:]], problem=r"--ids - \(standard input\) is not supported",
+         hint=r"auditkit ids --split train > request\.csv"),
+    # IDs written otherwise than the dataset's: the hint names the one meant
+    Case("request-cyrillic-lookalike", RUN, problem="1 of the 20 IDs in 'request.csv' is not in dataset 'digits'",
+         hint=r"did you mean 'digits-\d{4}'\? .*U\+0456 CYRILLIC SMALL LETTER BYELORUSSIAN-UKRAINIAN I",
+         setup=_lookalike(_with_cyrillic_i)),
+    Case("request-fullwidth-digits", RUN, problem="1 of the 20 IDs in 'request.csv' is not in dataset 'digits'",
+         hint=r"did you mean 'digits-\d{4}'\? .*fullwidth digits \(NFKC\): U\+FF1\d FULLWIDTH DIGIT",
+         setup=_lookalike(_fullwidth_digits)),
+    Case("request-decomposed-accent", CAFE_FORGET, problem=r"1 of the 2 IDs in 'lookalike\.csv' is not in dataset 'csv'",
+         hint=r"did you mean 'café-07'\? .*Unicode normalization .*U\+0301 COMBINING ACUTE ACCENT",
+         setup=_cafe(unicodedata.normalize("NFD", "café-07"))),
+    Case("request-cyrillic-a", CAFE_FORGET, problem=r"1 of the 2 IDs in 'lookalike\.csv' is not in dataset 'csv'",
+         hint=r"did you mean 'café-07'\? .*U\+0430 CYRILLIC SMALL LETTER A", setup=_cafe("c\u0430fé-07")),
     # the checkpoint
     Case("checkpoint-missing", [*RUN, "--checkpoint", "nope.pt"], problem="checkpoint file 'nope.pt' does not exist",
          hint="auditkit train"),
@@ -244,6 +341,31 @@ CASES = [
     Case("checkpoint-pickled-code-protocol-4", [*RUN, "--checkpoint", "bad.pt"],
          problem=r"'bad\.pt' is not a readable torch file \(Unsupported operand 149\)",
          hint="truncated or not a checkpoint", setup=_pickled_code(4)),
+    Case("manifest-model-options-not-a-table", [*RUN, "--checkpoint", "bad.pt"],
+         problem=r"manifest has 1 malformed field: model_options is 'x' \(must be a table of options\)",
+         hint="re-create the checkpoint with `auditkit train`", setup=_manifest(model_options="x")),
+    Case("manifest-dataset-options-a-list", [*RUN, "--checkpoint", "bad.pt"],
+         problem=r"dataset_options is \[1\] \(must be a table of options\)", hint="re-create the checkpoint",
+         setup=_manifest(dataset_options=[1])),
+    Case("manifest-num-classes-a-string", [*RUN, "--checkpoint", "bad.pt"],
+         problem=r"num_classes is '10' \(must be an integer of at least 2\)", hint="re-create the checkpoint",
+         setup=_manifest(num_classes="10")),
+    Case("manifest-recipe-a-number", [*RUN, "--checkpoint", "bad.pt"],
+         problem=r"recipe is 5 \(must be a table of training settings, or null\)", hint="re-create the checkpoint",
+         setup=_manifest(recipe=5)),
+    Case("manifest-recipe-lr-a-word", [*RUN, "--checkpoint", "bad.pt"],
+         problem=r"recipe: training recipe fields of the wrong type: lr='fast'", hint="re-create the checkpoint",
+         setup=_manifest(recipe={"epochs": 20, "lr": "fast"})),
+    Case("manifest-model-a-number", [*RUN, "--checkpoint", "bad.pt"],
+         problem=r"manifest has 2 malformed fields: model is 5 \(must be a plugin name\); num_classes is 1",
+         hint="re-create the checkpoint", setup=_manifest(model=5, num_classes=1)),
+    Case("checkpoint-nan-weight", [*RUN, "--checkpoint", "bad.pt"],
+         problem=r"checkpoint 'bad\.pt' holds non-finite weights: 1 of the [\d,]+ values of '[\w.]+' are NaN or infinite",
+         hint=r"diverged before it was saved.*use an earlier checkpoint, or retrain it", setup=_weight(float("nan"))),
+    Case("checkpoint-inf-weight", ["audit", "--ids", "request.csv", "--checkpoint", "model.pt", "--original", "bad.pt",
+                                   "--config", "fast.toml", "--out", "runs/new"],
+         problem=r"checkpoint 'bad\.pt' holds non-finite weights", hint="use an earlier checkpoint",
+         setup=_weight(float("-inf"))),
     Case("checkpoint-other-architecture", [*RUN, "--checkpoint", "bad.pt"],
          problem=r"does not fit the architecture its manifest names, mlp \(widths=\[256\]\).*of another shape",
          hint="different model", setup=_other_architecture),
@@ -324,6 +446,8 @@ CASES = [
          problem=r"out of range: .*lr_end_factor=5", hint="0 <= lr_end_factor <= 1"),
     Case("plugin-file-missing", [*RUN, "--plugins", "nope.py"], problem="plugin file 'nope.py' does not exist",
          hint="--plugins"),
+    Case("plugin-file-fifo", [*RUN, "--plugins", "fifo.py"], problem=r"plugin file 'fifo\.py' is a named pipe",
+         hint="save it to a regular file", setup=_fifo("fifo.py")),
     Case("plugin-file-broken", [*RUN, "--plugins", "broken.py"], code=3,
          problem=r"plugin file 'broken\.py' failed to import: RuntimeError: half-finished plugin",
          hint="fix the error in the plugin file", setup=_broken_plugin),
@@ -342,17 +466,42 @@ CASES = [
          hint="--help"),
     Case("seed-too-large", [*RUN, "--seed", str(2**70)], problem=r"'--seed': \d+ is not in the range", hint="--help"),
     Case("config-seed-too-large", [*RUN, "--config", "big.toml"],
-         problem=r"seed must be a non-negative integer up to 2\*\*32 - 1, not 1099511627776",
+         problem=r"seed must be an integer from 0 to 2\*\*32 - 1, not 1099511627776",
          hint=r"fix them in big\.toml", setup=_write("big.toml", f"seed = {2**40}\n")),
+    # auditkit.toml and the environment
+    Case("config-deeply-nested", [*RUN, "--config", "deep.toml"],
+         problem=r"config file 'deep\.toml' nests arrays or tables too deeply to read", hint="nesting",
+         setup=_write("deep.toml", "x = " + "[" * 100_000 + "]" * 100_000 + "\n")),
+    Case("config-deeply-nested-found-implicitly", ["forget", "--ids", "request.csv", "--checkpoint", "model.pt",
+                                                   "--out", "runs/new"],
+         problem=r"config file 'auditkit\.toml' nests arrays or tables too deeply to read", hint="nesting",
+         setup=_write("auditkit.toml", "x = " + "{a = " * 5000 + "1" + "}" * 5000 + "\n")),
+    Case("config-10-mb", [*RUN, "--config", "big.toml"], problem=r"config file 'big\.toml' is larger than 1 MiB",
+         hint="the right file", setup=_write("big.toml", "".join(f"key{i} = 1\n" for i in range(800_000)))),
+    Case("config-fifo", [*RUN, "--config", "fifo.toml"],
+         problem=r"config file 'fifo\.toml' is a named pipe \(FIFO\), not a file", hint="save it to a regular file",
+         setup=_fifo("fifo.toml")),
+    Case("train-recipe-lr-a-word", ["train", "--config", "bad.toml", "--out", "x.pt"],
+         problem=r"bad\.toml has 1 problem: \(1\) training recipe fields of the wrong type: lr='fast'",
+         hint=r"fix them in bad\.toml", setup=_write("bad.toml", '[recipe]\nlr = "fast"\n')),
+    Case("config-every-problem-at-once", [*RUN, "--config", "bad.toml"],
+         problem=r"bad\.toml has 5 problems: \(1\) unknown key 'atacks' \(did you mean 'attacks'\?\); "
+                 r"\(2\) unknown attack 'lr-los' \(did you mean 'lr-loss'\?\); \(3\) training recipe fields of the "
+                 r"wrong type: lr='fast'; .*and 2 more$", hint=r"fix them in bad\.toml \(--json lists them all\)",
+         setup=_write("bad.toml", ALL_AT_ONCE)),
+    Case("threads-env-huge", RUN, problem=r"99999999999 is not in the range 1<=x<=1024", hint="--help",
+         env={"AUDITKIT_THREADS": "99999999999"}),
     Case("audit-without-checkpoint", ["audit", "--ids", "request.csv", "--out", "runs/new"],
          problem="needs --checkpoint", hint="--help"),
 ]
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=c.marks) for c in CASES])
-def test_bad_input(case: Case, tmp_path_factory, tmp_path, recwarn):
+def test_bad_input(case: Case, tmp_path_factory, tmp_path, recwarn, monkeypatch):
     ws = fresh_workspace(tmp_path_factory, tmp_path / "ws")
     case.setup(ws)
+    for name, value in case.env.items():
+        monkeypatch.setenv(name, value)
     recwarn.clear()
     before = snapshot(ws)
     result = run_cli_here(case.args, cwd=ws)
@@ -360,7 +509,7 @@ def test_bad_input(case: Case, tmp_path_factory, tmp_path, recwarn):
     assert not recwarn.list, [f"{w.filename}:{w.lineno}: {w.message}" for w in recwarn]
     assert not (ws / MARKER).exists(), "unpickling ran code"
     if case.check is not None:
-        assert result.code == case.code if case.code is not None else result.code in (0, 1), result.err
+        assert result.code == case.code if case.code is not None else result.code in (0, 1, 4), result.err
         assert "Traceback" not in result.err and not result.lines("error: ")
         case.check(ws, result)
         assert {p: h for p, h in snapshot(ws).items() if p in before} == before  # inputs untouched
@@ -385,3 +534,22 @@ def test_the_console_script_prints_exactly_the_two_lines(tmp_path_factory, tmp_p
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == ["error: deletion request 'request.csv' has a header but no IDs",
                                         "hint: list one sample ID per line"], done.stderr
+
+
+def test_json_lists_every_config_problem_the_error_line_cannot_hold(tmp_path_factory, tmp_path):
+    """Every problem of auditkit.toml at once: the error line lists as many as fit in 300 characters and counts
+    the rest; the --json failure object carries all of them."""
+    ws = fresh_workspace(tmp_path_factory, tmp_path / "ws")
+    _write("bad.toml", "sead = 1\nplugins = [\"gone.py\"]\n" + ALL_AT_ONCE)(ws)  # top-level keys before the tables
+    before = snapshot(ws)
+    result = run_cli_here(["--json", *RUN, "--config", "bad.toml"], cwd=ws)
+    failure = json.loads(result.out)
+    assert result.code == failure["exit_code"] == 2 and snapshot(ws) == before
+    problems = failure["problems"]
+    assert len(problems) == 7 and failure["error"].startswith("bad.toml has 7 problems: (1) unknown key 'sead'")
+    for expected in ("unknown key 'sead' (did you mean 'seed'?)", "plugin file 'gone.py' does not exist",
+                     "unknown attack 'lr-los' (did you mean 'lr-loss'?)", "training recipe fields of the wrong type",
+                     "policy confidence must be a number, got 'high'", "backend 'gpu' is not one of auto, cpu"):
+        assert sum(p.startswith(expected) for p in problems) == 1, (expected, problems)
+    error = result.lines("error: ")[0]
+    assert len(error) <= 300 and error.endswith(" more") and "--json lists them all" in result.lines("hint: ")[0]

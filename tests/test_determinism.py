@@ -37,7 +37,7 @@ def two_runs(tmp_path_factory):
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     done = subprocess.run([sys.executable, "-m", "auditkit", "-q", *FORGET, "--out", "runs/first"], cwd=second,
                           env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode in (0, 1), done.stderr
+    assert done.returncode in (0, 1, 4), done.stderr
     return first, second
 
 

@@ -1,18 +1,22 @@
-"""Membership metrics against scikit-learn and brute force, on synthetic scores of known separability."""
+"""Membership metrics against scikit-learn and brute force, on synthetic scores of known separability, and the
+LR attack's exact logistic regression against scikit-learn's."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
 
 from auditkit.audit.metrics import (
     attack_metrics,
-    bootstrap_auc_accuracy,
-    cv_mean_interval,
     epsilon_lower_bound,
+    logistic_regression_1d,
     lr_mia_accuracies,
+    lr_mia_draws,
 )
+from auditkit.audit.stats import clopper_pearson, delong_auc
 
 
 def synthetic(seed: int, *, shift: float, n_members: int = 150, n_nonmembers: int = 250, ties: bool = False):
@@ -48,10 +52,14 @@ def test_metrics_match_sklearn_and_brute_force(seed, shift, ties):
     scores, members = synthetic(seed, shift=shift, ties=ties)
     m = attack_metrics(scores, members, seed=seed)
     assert m.auc == pytest.approx(roc_auc_score(members, scores), abs=1e-12)
+    estimate = delong_auc(scores, members)
+    assert m.auc_se == pytest.approx(estimate.se) and m.auc_ci == pytest.approx(estimate.interval(0.95))
     assert m.balanced_accuracy == pytest.approx(best_balanced_accuracy(scores, members), abs=1e-12)
     fpr, tpr = brute_force_roc(scores, members)
     assert m.tpr_at_1pct_fpr == pytest.approx(tpr[fpr <= 0.01].max())
     assert m.tpr_at_01pct_fpr == pytest.approx(tpr[fpr <= 0.001].max())
+    hits = round(m.tpr_at_1pct_fpr * 150)
+    assert m.tpr_at_1pct_fpr_ci == pytest.approx(tuple(float(v) for v in clopper_pearson(hits, 150, level=0.95)))
     assert m.advantage == pytest.approx(np.abs(tpr - fpr).max())
     assert (m.n_members, m.n_nonmembers) == (150, 250)
     assert m.auc_ci[0] <= m.auc <= m.auc_ci[1]
@@ -78,22 +86,6 @@ def test_identical_distributions_have_intervals_containing_chance():
     assert attack_metrics(scores, members, seed=7).epsilon_lower_bound < 0.5
 
 
-def test_bootstrap_replicates_are_roc_auc_of_the_resample_and_seeded():
-    scores, members = synthetic(4, shift=0.7, ties=True)
-    auc, accuracy = bootstrap_auc_accuracy(scores, members, seed=11, rounds=3)
-    rng = np.random.default_rng(11)
-    pos, neg = scores[members], scores[~members]
-    sampled_pos = pos[rng.integers(0, len(pos), (3, len(pos)))]
-    sampled_neg = neg[rng.integers(0, len(neg), (3, len(neg)))]
-    labels = np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)]
-    for r in range(3):
-        sample = np.r_[sampled_pos[r], sampled_neg[r]]
-        assert auc[r] == pytest.approx(roc_auc_score(labels, sample), abs=1e-12)
-        assert accuracy[r] == pytest.approx(best_balanced_accuracy(sample, labels), abs=1e-12)
-    again = bootstrap_auc_accuracy(scores, members, seed=11, rounds=3)
-    assert np.array_equal(auc, again[0]) and np.array_equal(accuracy, again[1])
-
-
 def test_too_few_nonmembers_for_an_fpr_is_a_warning():
     scores, members = synthetic(5, shift=1.0, n_members=50, n_nonmembers=80)
     warnings = attack_metrics(scores, members, seed=0).warnings
@@ -103,29 +95,82 @@ def test_too_few_nonmembers_for_an_fpr_is_a_warning():
     assert len(warnings) == 1 and "0.1 %" in warnings[0]
 
 
-def test_epsilon_bound_uses_clopper_pearson_at_the_perfect_point():
-    # TPR = 1 and FPR = 0 on 100 + 100 samples: the two-sided 95 % Clopper–Pearson bounds are
-    # 0.025^(1/100) on TPR and 1 − 0.025^(1/100) on FPR.
-    low = 0.025 ** (1 / 100)
-    expected = np.log((low - 1e-5) / (1 - low))
-    bound = epsilon_lower_bound(np.asarray([0.0, 0.0, 1.0]), np.asarray([0.0, 1.0, 1.0]), n_members=100, n_nonmembers=100)
-    assert bound == pytest.approx(expected, rel=1e-9)
-    bigger = epsilon_lower_bound(np.asarray([0.0, 0.0, 1.0]), np.asarray([0.0, 1.0, 1.0]), n_members=1000, n_nonmembers=1000)
-    assert bigger > bound
+def test_epsilon_bound_is_clopper_pearson_on_a_held_out_half():
+    # Perfect separation of 100 + 100 samples: the threshold chosen on one half still separates the other
+    # 50 + 50, where the two-sided 95 % Clopper–Pearson bounds are 0.025^(1/50) on TPR and 1 − that on FPR.
+    scores, members = synthetic(0, shift=100.0, n_members=100, n_nonmembers=100)
+    low = 0.025 ** (1 / 50)
+    assert epsilon_lower_bound(scores, members, seed=0) == pytest.approx(np.log((low - 1e-5) / (1 - low)), rel=1e-9)
 
 
-def test_cv_interval_is_the_corrected_resampled_t_interval_and_lr_mia_separates():
-    values = np.asarray([0.5, 0.6, 0.55, 0.45, 0.5, 0.65, 0.6, 0.5, 0.55, 0.6])
-    low, high = cv_mean_interval(values, test_fraction=0.1)
-    # Nadeau & Bengio: mean ± t(0.975, 9)·sqrt((1/10 + 0.1/0.9)·s²), mean 0.55, s² = 0.0038889 here; t(0.975, 9) = 2.2622.
-    half = 2.2622 * np.sqrt((0.1 + 0.1 / 0.9) * 0.0038888889)
-    assert low == pytest.approx(0.55 - half, abs=1e-4) and high == pytest.approx(0.55 + half, abs=1e-4)
-    accuracies = lr_mia_accuracies(np.zeros(40), np.ones(60), seed=0)
-    assert accuracies.shape == (10,) and np.all(accuracies == 1.0)
+def test_epsilon_bound_rarely_exceeds_the_true_epsilon():
+    """A mechanism with a known ε: non-members uniform on [0, 1], members the same except that a share w
+    lands uniformly in the top h, so TPR/FPR = 1 − w + w/h at every threshold in the top h."""
+    rng = np.random.default_rng(3)
+    w, h, n = 0.3, 0.05, 200
+    true = np.log(1 - w + w / h)
+    members = np.arange(2 * n) < n
+    bounds = []
+    for seed in range(100):
+        top = rng.random(n) < w
+        scores = np.concatenate([np.where(top, rng.uniform(1 - h, 1, n), rng.uniform(0, 1, n)), rng.uniform(0, 1, n)])
+        bounds.append(epsilon_lower_bound(scores, members, seed=seed))
+    bounds = np.asarray(bounds)
+    assert np.mean(bounds > true) <= 0.05 and np.mean(bounds > 0) > 0.9  # valid, and it still finds the leak
+
+
+def test_logistic_regression_matches_sklearn_at_its_optimum():
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for _ in range(12):
+        n = int(rng.integers(10, 300))
+        scale = 10.0 ** rng.uniform(-6, 1.5)  # from well-fit losses (~1e-6) to large entropies
+        values = np.concatenate([rng.exponential(scale, n), rng.exponential(scale * rng.uniform(0.3, 3), n + 20)])
+        labels = np.arange(len(values)) < n
+        reference = LogisticRegression(tol=1e-12, max_iter=100_000).fit(values[:, None], labels)
+        coef, intercept = logistic_regression_1d(values[None], labels[None], np.ones((1, len(values))))
+        for ours, theirs in ((coef[0], reference.coef_[0, 0]), (intercept[0], reference.intercept_[0])):
+            worst = max(worst, abs(ours - theirs) / max(1.0, abs(theirs)))
+    assert worst < 1e-6
+
+
+def test_lr_attack_is_the_papers_cross_validation():
+    # On values of ordinary scale the exact solver and scikit-learn's default lbfgs agree on every held-out
+    # prediction, so the split accuracies are the paper's cross_val_score exactly.
+    rng = np.random.default_rng(1)
+    for seed in range(3):
+        members, nonmembers = rng.exponential(1.0, 40 + 20 * seed), rng.exponential(1.6, 400)
+        ours = lr_mia_accuracies(members, nonmembers, seed=seed)
+        order = np.random.default_rng(seed)
+        n = len(members)
+        values = np.concatenate([members[order.permutation(n)[:n]], nonmembers[order.permutation(400)[:n]]])
+        labels = np.repeat([1, 0], n)
+        expected = cross_val_score(LogisticRegression(), values[:, None], labels, scoring="accuracy",
+                                   cv=StratifiedShuffleSplit(n_splits=10, random_state=seed))
+        np.testing.assert_array_equal(ours, expected)
+    draws = lr_mia_draws(members, nonmembers, seed=2, draws=4).accuracies
+    assert draws.shape == (4, 10) and np.array_equal(draws[0], lr_mia_accuracies(members, nonmembers, seed=2))
+    assert not np.array_equal(draws[1], draws[0])  # another subsample of the non-members, other splits
+
+
+def test_lr_attack_sees_a_leak_in_well_fit_losses_where_lbfgs_stops_at_zero():
+    # Losses of ~1e-5 for members and ~1e-4 for unseen samples: scikit-learn's default lbfgs starts at
+    # coef = 0, finds its gradient already below tol and predicts one class (accuracy exactly 0.5).
+    rng = np.random.default_rng(2)
+    members, nonmembers = rng.exponential(1e-5, 60), rng.exponential(1e-4, 400)
+    ours = lr_mia_accuracies(members, nonmembers, seed=0)
+    values = np.concatenate([members, nonmembers[np.random.default_rng(0).permutation(400)[:60]]])[:, None]
+    lbfgs = cross_val_score(LogisticRegression(), values, np.repeat([1, 0], 60), scoring="accuracy",
+                            cv=StratifiedShuffleSplit(n_splits=10, random_state=0))
+    assert np.all(lbfgs == 0.5) and ours.mean() > 0.75
 
 
 def test_degenerate_inputs_are_rejected():
-    with pytest.raises(ValueError, match="one member and one non-member"):
+    with pytest.raises(ValueError, match="two members and two non-members"):
         attack_metrics(np.zeros(5), np.ones(5, bool), seed=0)
     with pytest.raises(ValueError, match="finite"):
-        attack_metrics(np.asarray([0.0, np.nan]), np.asarray([True, False]), seed=0)
+        attack_metrics(np.asarray([0.0, np.nan, 1.0, 2.0]), np.asarray([True, True, False, False]), seed=0)
+    with pytest.raises(ValueError, match="all equal"):
+        attack_metrics(np.ones(6), np.arange(6) < 3, seed=0)
+    with pytest.raises(ValueError, match="at least 10 samples per class"):
+        lr_mia_accuracies(np.ones(9), np.ones(50), seed=0)

@@ -45,7 +45,7 @@ def test_builtins_are_registered_through_entry_points():
     assert {"digits", "breast-cancer", "mnist1d", "bbc-news", "csv", "tensors"} <= set(registry.names("datasets"))
     assert {"mlp", "cnn", "module"} <= set(registry.names("models"))
     info = next(i for i in registry.infos() if (i.kind, i.name) == ("datasets", "digits"))
-    assert info.source.startswith("auditkit (entry point auditkit_plugins.datasets.sklearn_data:DigitsDataset)")
+    assert info.source.startswith("auditkit-unlearn (entry point auditkit_plugins.datasets.sklearn_data:DigitsDataset)")
     assert info.description and info.version
 
 
@@ -79,7 +79,7 @@ def test_a_duplicate_name_is_an_error_naming_both_sources(site):
         registry.get("models", "mlp")
     message = caught.value.message
     assert "two models plugins are named 'mlp'" in message
-    assert "auditkit (entry point auditkit_plugins.models.mlp:MlpModel)" in message
+    assert "auditkit-unlearn (entry point auditkit_plugins.models.mlp:MlpModel)" in message
     assert "rival-models (entry point rival_models:RivalMlp)" in message
     assert registry.get("models", "cnn")  # the rest still works
 
@@ -124,7 +124,7 @@ def test_plugin_files_register_their_classes_and_fail_clearly(tmp_path):
     clash = tmp_path / "clash.py"
     clash.write_text("from auditkit_plugins.datasets.sklearn_data import DigitsDataset\n\n"
                      "class MyDigits(DigitsDataset):\n    pass\n")
-    with pytest.raises(PluginError, match=rf"named 'digits': auditkit .* and file {clash}"):
+    with pytest.raises(PluginError, match=rf"named 'digits': auditkit-unlearn .* and file {clash}"):
         Registry.default(plugin_files=[clash]).get("datasets", "digits")
 
 

@@ -64,11 +64,18 @@ def test_same_record_gives_the_same_bytes_across_processes(tmp_path, plain_html)
     assert here == there
 
 
-@pytest.mark.parametrize("passed, banner", [(True, "PASSED"), (False, "FAILED"), (None, "NOT AUDITED")])
-def test_banner_follows_the_verdict(passed, banner, plain_html):
-    html = plain_html if passed else render_report(sample_record(passed=passed))
+@pytest.mark.parametrize("outcome, banner", [("passed", "PASSED"), ("failed", "FAILED"),
+                                             ("inconclusive", "INCONCLUSIVE"), (None, "NOT AUDITED")])
+def test_banner_follows_the_verdict(outcome, banner, plain_html):
+    html = plain_html if outcome == "passed" else render_report(sample_record(outcome=outcome))
     assert re.search(rf'<div class="verdict">{banner}</div>', html)
-    if passed is None:
+    if outcome == "inconclusive":
+        # Why, what would make it conclusive, the power, and the main caveat are all in the banner.
+        banner_html = html.split('id="verdict"', 1)[1].split("</section>", 1)[0]
+        for fragment in ("no attack detects membership leakage", "What would make it conclusive",
+                         "attacks with reference models", "Power:", "AUC ≥ 0.610", "not resolvable"):
+            assert fragment in banner_html, fragment
+    if outcome is None:
         assert "Membership-inference attacks" not in html and html.count("<svg") == 1  # history only
 
 
@@ -81,11 +88,11 @@ def test_content_an_auditor_needs(plain_html):
         assert text in html, text
     exposed = record.audit["exposures"]
     assert exposed[MAX_EXPOSED_IDS - 1]["id"] in html and exposed[MAX_EXPOSED_IDS]["id"] not in html
-    assert "3 of 60 exceed" in html
+    assert "3 of 60 are flagged" in html
 
 
 def test_an_incomplete_record_is_an_input_error_not_a_traceback(tmp_path):
-    record = sample_record(passed=None)
+    record = sample_record(outcome=None)
     del record.dataset["sizes"]
     with pytest.raises(InputError, match="sizes"):
         render_report(record)
@@ -97,7 +104,7 @@ def test_an_incomplete_record_is_an_input_error_not_a_traceback(tmp_path):
 
 def test_write_report_is_atomic_and_complete(tmp_path):
     target = Path(tmp_path / "report.html")
-    write_report(sample_record(passed=None), target)
+    write_report(sample_record(outcome=None), target)
     text = target.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
@@ -113,10 +120,31 @@ def test_a_long_history_is_sampled_in_the_table_but_kept_in_the_record():
     assert "20 of 96 epochs shown" in html
 
 
-def test_tiny_scores_keep_their_digits():
-    # Exposure scores are −loss, often ~1e-5 for well-fit samples: fixed decimals showed "-0.0000".
+def test_tiny_losses_keep_their_digits():
+    # Well-fit samples have losses of ~1e-5: fixed decimals showed "0.0000".
     record = sample_record()
-    record.audit["exposures"][0]["score"] = -3.2e-05
+    record.audit["exposures"][0]["original_loss"] = 3.2e-05
     html = render_report(record)
-    assert "-3.200e-05" in html and "-0.0000<" not in html
+    assert '<td class="n">3.200e-05</td>' in html
+
+
+def test_the_exposed_id_table_shows_losses_and_says_what_the_flag_means(plain_html):
+    table = plain_html.split("Most exposed forgotten samples", 1)[1].split("</table>", 1)[0]
+    assert "Loss, original" in table and "Loss, unlearned" in table and "Score" not in table
+    assert "only 1 % of the test samples exceed" in table and "(≈ 0.6 of 60 by chance)" in table
+
+
+def test_abstentions_are_shown_and_the_retrained_model_has_one_name():
+    record = sample_record()
+    attack = next(a for a in record.audit["attacks"] if (a["attack"], a["model"]) == ("lr-loss", "unlearned"))
+    attack.update(abstained="its 10-split cross-validation needs at least 10 members", headline_value=None,
+                  headline_ci=None, metrics=None)
+    verdict = record.audit["verdicts"][0]
+    verdict.update(status="abstained", value=None, ci=None, reason="abstained: its 10-split cross-validation needs")
+    html = render_report(record)
+    row = html.split("<strong>lr-loss</strong>", 1)[1].split("</tr>", 1)[0]
+    assert row.count(">abstained<") == 2 and "cross-validation needs" in row  # the unlearned cell and the verdict
+    detail = html.split("Detail (unlearned model)", 1)[1].split("</table>", 1)[0]
+    assert "no threshold metrics" in detail
+    assert "Reference" not in html and "<th class=\"n\">retrained</th>" in html
 

@@ -87,7 +87,7 @@ def hostile_run(tmp_path_factory):
     result = run_cli_here(["forget", "--ids", request, "--checkpoint", "model.pt", "--config", "fast.toml",
                            "--plugins", "hostile_attack.py", "--attacks", f"loss,{BREAKOUT + MATH}", "--include-ids",
                            "--out", out], cwd=ws)
-    assert result.code in (0, 1), result.err
+    assert result.code in (0, 1, 4), result.err
     return ws, out, result
 
 
@@ -265,3 +265,32 @@ def test_verify_refuses_what_is_not_a_trail(tmp_path, content, code, problem):
         (tmp_path / "nope.jsonl").write_bytes(content)
     result = _verify(tmp_path, "nope.jsonl")
     assert result.code == code and problem in result.err and len(result.lines("error: ")) == 1
+
+
+LONG_ID = "patient-" + "7" * 100_000
+BIDI_ID = "abc\u202egnp.exe"  # shown raw, it reads "abcexe.png"
+CONTROL_ID = "red\x1b[31mid\nnext"
+
+
+def test_long_ids_are_elided_and_bidi_and_control_characters_escaped(tmp_path):
+    """Through `auditkit report`: the exposed-ID table elides a 100 kB ID (its full value stays in record.json)
+    and shows a right-to-left override or a control character as a marked escape, never raw."""
+    from test_record import sample_record
+
+    record = sample_record()
+    exposures = record.audit["exposures"]
+    for exposure, sample_id in zip(exposures, (LONG_ID, BIDI_ID, CONTROL_ID)):
+        exposure["id"] = sample_id
+    record.dataset["name"] = "digits\u202eevil"  # any string the report prints, not only IDs
+    record.write(tmp_path / "record.json")
+    result = run_cli_here(["report", "record.json", "-o", "report.html"], cwd=tmp_path)
+    assert result.code == 0, result.err
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "\u202e" not in html and "\x1b" not in html
+    assert '<span class="esc">\\u202e</span>' in html and "abc<span" in html  # abc\u202egnp.exe, visibly
+    assert '<span class="esc">\\x1b</span>[31mid<span class="esc">\\n</span>next' in html
+    assert "7" * 100_000 not in html and "7" * 1000 not in html
+    assert f"patient-{'7' * 52}…{'7' * 20} <span class=\"muted\">(100,008 characters; the full ID is in record.json)" in html
+    assert len(html) < 400_000  # the 100 kB ID is not in the page at all
+    saved = json.loads((tmp_path / "record.json").read_text(encoding="utf-8"))
+    assert saved["audit"]["exposures"][0]["id"] == LONG_ID  # the full value, as the record keeps it

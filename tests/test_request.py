@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 import tempfile
 import tracemalloc
 from pathlib import Path
@@ -101,11 +102,18 @@ def test_any_ids_written_by_a_csv_writer_come_back_in_order_without_duplicates(i
     assert request.sha256 == hashlib.sha256(data).hexdigest()
 
 
-def test_missing_file_and_folder(tmp_path):
+def test_missing_file_folder_pipe_device_and_stdin(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         parse_request(tmp_path / "nope.csv")
-    with pytest.raises(InputError, match="is not a file"):
+    with pytest.raises(InputError, match="is a folder"):
         parse_request(tmp_path)
+    os.mkfifo(tmp_path / "fifo")  # opening it for reading would block until a writer came
+    with pytest.raises(InputError, match=r"is a named pipe \(FIFO\), not a file"):
+        parse_request(tmp_path / "fifo")
+    with pytest.raises(InputError, match="is a character device, not a file"):
+        parse_request("/dev/zero")
+    with pytest.raises(InputError, match=r"standard input\) is not supported"):
+        parse_request("-")
 
 
 def test_resolve_returns_sorted_training_positions(tmp_path, digits):

@@ -425,9 +425,9 @@ def test_an_incomplete_last_line_is_explained(trail):
 
 
 @pytest.mark.parametrize("make, problem", [
-    (lambda p: os.symlink("/dev/null", p), "(a link to '/dev/null') is a character device, not a trail file"),
-    (lambda p: os.mkfifo(p), "is a named pipe (FIFO), not a trail file"),
-    (lambda p: os.mkdir(p), "is a folder, not a trail file"),
+    (lambda p: os.symlink("/dev/null", p), "(a link to '/dev/null') is a character device, not a file"),
+    (lambda p: os.mkfifo(p), "is a named pipe (FIFO), not a file"),
+    (lambda p: os.mkdir(p), "is a folder"),
     (lambda p: os.symlink("../secure/trail.jsonl", p), "is a symbolic link to '../secure/trail.jsonl', which does not exist"),
 ])
 def test_what_is_not_a_trail_file_is_refused_for_reading_and_writing(tmp_path, make, problem):

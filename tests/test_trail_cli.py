@@ -278,7 +278,7 @@ def test_a_trail_that_is_dev_null_or_a_fifo_is_named(ws, make, kind):
     make(ws / "runs" / "special.jsonl")
     before = snapshot(ws)
     result = _verify(ws, "runs/special.jsonl")  # /dev/null used to "not exist"; a FIFO would block
-    assert_clean_failure(result, code=2, problem=rf"audit trail 'runs/special\.jsonl' {kind}, not a trail file",
+    assert_clean_failure(result, code=2, problem=rf"audit trail 'runs/special\.jsonl' {kind}, not a file",
                          hint="point --trail at an audit-trail.jsonl")
     refused = run_cli_here([*F, "--out", "runs/second", "--trail", "runs/special.jsonl"], cwd=ws)
     assert_clean_failure(refused, code=2, problem=kind, hint="point --trail at")

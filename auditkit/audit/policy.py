@@ -1,21 +1,63 @@
-"""The audit policy: how the battery's results become pass / fail / over-forgetting verdicts."""
+"""The audit policy: how the battery's results become verdicts, and the verdicts an outcome.
+
+An audit ends ``passed``, ``failed`` or ``inconclusive`` (:meth:`Policy.decide`). A leak found is
+conclusive evidence, so any failing check fails the audit. A pass needs more than checks that pass:
+at least one attack must have been able to fail it, i.e. it detects leakage on the *original* model's
+forget set (before unlearning there was something to find) and its minimum detectable effect at this
+request size is within the policy's ``detectable_margin`` of chance. Otherwise the audit had no power
+and says so: inconclusive, with why and what would make it conclusive.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from scipy.stats import norm
 
-from auditkit.audit.results import AttackResult, Verdict
+from auditkit.audit.results import HEADLINE_LABELS, AttackResult, PowerRow, Verdict
+from auditkit.audit.stats import RatioEstimate, bonferroni_level, members_needed, t_interval
 from auditkit.errors import InputError
 
 LOSS_RATIO_CHECK = "forget-loss-ratio"
 """Name of the verdict comparing the forget set's mean loss with the test split's."""
 UTILITY_CHECK = "test-accuracy-drop"
 """Name of the verdict on the fall in test accuracy."""
+FAILING = ("fail", "over-forgetting")
+"""Verdict statuses that fail an audit."""
+REFERENCE_ATTACKS = "lira-offline, rmia"
+"""The built-in attacks with reference models, named in hints."""
+
+
+def headline_interval(result: AttackResult, level: float) -> tuple[float, float]:
+    """The interval of ``result``'s headline at two-sided confidence ``level``.
+
+    ``value ± t(df)·se`` when the result carries a standard error (the AUC's DeLong SE, the LR attack's
+    corrected resampled SE); otherwise (a third-party statistic with only a 95 % interval) that interval
+    widened about the value by the ratio of normal quantiles. AUC intervals are clipped to [0, 1].
+    """
+    value = result.headline_value
+    if result.headline_se is not None:
+        low, high = t_interval(value, result.headline_se, result.headline_df, level)
+    else:
+        stretch = norm.ppf(0.5 + level / 2) / norm.ppf(0.975)
+        low = value - stretch * (value - result.headline_ci[0])
+        high = value + stretch * (result.headline_ci[1] - value)
+    if result.headline == "auc":
+        low, high = max(low, 0.0), min(high, 1.0)
+    return float(low), float(high)
+
+
+def headline_label(name: str) -> str:
+    """How a headline is named in messages: ``AUC``, ``LR accuracy``, or an attack's own statistic name."""
+    return HEADLINE_LABELS.get(name, name)
+
+
+def chance_of(result: AttackResult) -> float:
+    """The headline's value at chance (0.5 for an AUC, the statistic's own ``chance`` otherwise)."""
+    return float(result.statistic["chance"]) if result.statistic else 0.5
 
 
 @dataclass(frozen=True)
@@ -28,12 +70,13 @@ class Policy:
     by at least ``over_forgetting_margin``, is over-forgetting. An attack's own statistic (the LR
     accuracy) has no direction, since the classifier learns either sign: below chance it passes, and
     above chance it counts as over-forgetting when the forget set's mean loss exceeds the test split's.
-    Any other miss is a fail. The ``forget-loss-ratio`` check flags over-forgetting when even the low end
-    of the bootstrap interval of mean forget loss / mean test loss exceeds ``max_loss_ratio``. The
-    ``test-accuracy-drop`` check fails a model whose test accuracy fell more than
+    Any other miss is a fail. The ``forget-loss-ratio`` check (mean forget loss / mean test loss) is
+    over-forgetting when its whole interval lies above ``max_loss_ratio``, and fails (under-forgetting:
+    the forgotten samples still fit far better than unseen data) when it lies below ``min_loss_ratio``.
+    The ``test-accuracy-drop`` check fails a model whose test accuracy fell more than
     ``max_test_accuracy_drop`` below the original's: a destroyed model leaks nothing, and must not pass.
 
-    Several attacks are judged at once, so with ``confidence`` = 0.95 each of the k verdict intervals is
+    Several checks are judged at once, so with ``confidence`` = 0.95 each of the k verdict intervals is
     widened from 95 % to 1 − 0.05/k (Bonferroni): a model retrained without the forget set then fails
     by chance in at most about 5 % of audits, instead of once per few audits.
 
@@ -42,9 +85,11 @@ class Policy:
         retrained_margin: largest |unlearned − retrained| headline difference that still passes.
         over_forgetting_margin: how far below chance a headline must be to count as over-forgetting.
         max_loss_ratio: mean forget loss over mean test loss above which the forget set was over-forgotten.
+        min_loss_ratio: mean forget loss over mean test loss below which it was not forgotten.
         max_test_accuracy_drop: largest fall in test accuracy (original − unlearned, as a fraction) that passes.
+        detectable_margin: a pass needs an attack that detects, with 80 % power, a leak this far above
+            chance (AUC 0.5 + margin, or the attack's statistic) at the request's size.
         retain_sample_size: how many retain samples are audited (seeded sample; utility uses them too).
-        bootstrap_rounds: bootstrap replicates behind every AUC / accuracy interval.
         exposure_attack: the attack that scores each forgotten ID.
         exposure_fpr: the FPR, on the test split, of the threshold a forgotten ID is flagged above.
     """
@@ -53,9 +98,10 @@ class Policy:
     retrained_margin: float = 0.05
     over_forgetting_margin: float = 0.05
     max_loss_ratio: float = 2.0
+    min_loss_ratio: float = 0.5
     max_test_accuracy_drop: float = 0.05
+    detectable_margin: float = 0.25
     retain_sample_size: int = 1000
-    bootstrap_rounds: int = 500
     exposure_attack: str = "loss"
     exposure_fpr: float = 0.01
 
@@ -65,9 +111,10 @@ class Policy:
             "retrained_margin": 0 <= self.retrained_margin < 0.5,
             "over_forgetting_margin": 0 <= self.over_forgetting_margin < 0.5,
             "max_loss_ratio": self.max_loss_ratio > 1,
+            "min_loss_ratio": 0 < self.min_loss_ratio < 1,
             "max_test_accuracy_drop": 0 <= self.max_test_accuracy_drop <= 1,
+            "detectable_margin": 0 < self.detectable_margin < 0.5,
             "retain_sample_size": self.retain_sample_size >= 10,
-            "bootstrap_rounds": self.bootstrap_rounds >= 50,
             "exposure_fpr": 0 < self.exposure_fpr < 1,
         }
         for name, ok in checks.items():
@@ -95,24 +142,22 @@ class Policy:
 
     def verdict_level(self, judged: int) -> float:
         """The confidence of each of ``judged`` verdict intervals (Bonferroni)."""
-        return 1 - (1 - self.confidence) / judged
+        return bonferroni_level(self.confidence, judged)
 
     def judge(
-        self, result: AttackResult, retrained: AttackResult | None, *, forget_loss_higher: bool, judged: int = 1
+        self, result: AttackResult, retrained: AttackResult | None, *, forget_loss_higher: bool, level: float
     ) -> Verdict:
         """Decide one attack from its unlearned forget-vs-test ``result`` (and the retrained model's, if any).
 
         ``forget_loss_higher`` (mean forget loss above mean test loss) gives the direction of an attack's
-        own statistic; ``judged`` is how many verdicts the audit gives (the Bonferroni family size). The
-        attack's 95 % interval is widened around the value by the ratio of normal quantiles.
+        own statistic; ``level`` is each verdict's confidence (Bonferroni over the audit's checks).
         """
-        chance = result.statistic["chance"] if result.statistic else 0.5
+        reference = retrained.headline_value if retrained is not None and not retrained.abstained else None
+        if result.abstained:
+            return Verdict(result.attack, "abstained", None, None, reference, f"abstained: {result.abstained}", level)
+        chance = chance_of(result)
         value = result.headline_value
-        level = self.verdict_level(judged)
-        stretch = norm.ppf(0.5 + level / 2) / norm.ppf(0.975)
-        low = value - stretch * (value - result.headline_ci[0])
-        high = value + stretch * (result.headline_ci[1] - value)
-        reference = retrained.headline_value if retrained is not None else None
+        low, high = headline_interval(result, level)
         interval = f"{_interval(low, high)} ({level:.1%})"
         if low <= chance <= high:
             status, reason = "pass", f"indistinguishable from chance: {interval} contains {chance:g}"
@@ -137,16 +182,106 @@ class Policy:
             reason = f"members still distinguishable: {interval} lies above chance {chance:g}"
         return Verdict(result.attack, status, value, (low, high), reference, reason, level)
 
-    def judge_loss_ratio(self, ratio: float, ci: tuple[float, float], reference: float | None, *, level: float) -> Verdict:
-        """The ``forget-loss-ratio`` check: over-forgetting when the whole interval exceeds ``max_loss_ratio``."""
-        if ci[0] > self.max_loss_ratio:
+    def judge_loss_ratio(self, estimate: RatioEstimate | None, reference: float | None, *, level: float) -> Verdict:
+        """The two-sided ``forget-loss-ratio`` check; ``estimate`` is None when the forget set has one sample."""
+        if estimate is None:
+            return Verdict(LOSS_RATIO_CHECK, "abstained", None, None, reference,
+                           "abstained: a ratio of mean losses needs at least 2 forgotten samples for an interval",
+                           level)
+        ratio = estimate.ratio
+        low, high = estimate.interval(level)
+        interval = f"{_interval(low, high)} at {level:.1%}"
+        if low > self.max_loss_ratio:
             status = "over-forgetting"
-            reason = (f"the forget set's mean loss is {ratio:.2f}× the test split's "
-                      f"({_interval(*ci)} at {level:.1%} > {self.max_loss_ratio:g})")
+            reason = (f"far above: the forget set's mean loss is {ratio:.2f}× the test split's "
+                      f"({interval} > {self.max_loss_ratio:g})")
+        elif high < self.min_loss_ratio:
+            status = "fail"
+            reason = (f"far below (under-forgetting): the forget set's mean loss is {ratio:.3g}× the test split's "
+                      f"({interval} < {self.min_loss_ratio:g}): the model still fits the forgotten samples "
+                      "far better than unseen data")
         else:
             status = "pass"
-            reason = f"mean forget loss / mean test loss = {ratio:.2f}, not above {self.max_loss_ratio:g}"
-        return Verdict(LOSS_RATIO_CHECK, status, ratio, ci, reference, reason, level)
+            reason = (f"mean forget loss / mean test loss = {ratio:.2f} ({interval}), not outside "
+                      f"[{self.min_loss_ratio:g}, {self.max_loss_ratio:g}]")
+        return Verdict(LOSS_RATIO_CHECK, status, ratio, (low, high), reference, reason, level)
+
+    def power(self, original: AttackResult, *, level: float, forget_loss_higher: bool) -> PowerRow:
+        """Could this attack have failed the audit? From its result on the original model's forget set.
+
+        ``forget_loss_higher`` is the original model's direction (an LR accuracy above chance counts as
+        detected leakage only when the forget set's losses are the lower ones).
+        """
+        chance = chance_of(original)
+        if original.abstained:
+            return PowerRow(original.attack, original.headline, chance, original.minimum_detectable, None, None,
+                            False, False, False, original.abstained)
+        low, high = headline_interval(original, level)
+        detects = low > chance and (original.statistic is None or not forget_loss_higher)
+        detectable = original.minimum_detectable
+        resolves = detectable is not None and detectable - chance <= self.detectable_margin + 1e-12
+        return PowerRow(original.attack, original.headline, chance, detectable, original.headline_value,
+                        (low, high), detects, resolves, detects and resolves)
+
+    def diagnose(self, power: Sequence[PowerRow], *, n_forget: int, n_test: int, level: float) -> tuple[str, str | None]:
+        """Why the battery can or cannot pass this request, and (when it cannot) what would make it conclusive."""
+        conclusive = [p for p in power if p.conclusive]
+        if conclusive:
+            best = min(conclusive, key=lambda p: p.minimum_detectable - p.chance)
+            label = headline_label(best.headline)
+            return (f"{best.attack} detects the original model's leak ({label} {best.original_value:.3f}, "
+                    f"{_interval(*best.original_ci)} at {level:.1%}) and would detect {label} ≥ "
+                    f"{best.minimum_detectable:.3f} with 80 % power at {n_forget:,} forgotten vs {n_test:,} test "
+                    "samples"), None
+        target = 0.5 + self.detectable_margin
+        needed = members_needed(n_test, target=target, level=level)
+        more = (f"about {needed:,} forgotten samples (at {n_test:,} test samples) would let the AUC attacks "
+                f"detect AUC {target:g} with 80 % power" if needed is not None
+                else f"more test samples: {n_test:,} cannot resolve AUC {target:g} at any request size")
+        judged = [p for p in power if not p.abstained]
+        if not judged:
+            listed = "; ".join(f"{p.attack}: {p.abstained}" for p in power)
+            return (f"every attack abstains with {n_forget:,} forgotten sample{'s' if n_forget != 1 else ''} ({listed})",
+                    f"{more}; the per-sample exposure table still shows whether each forgotten ID stands out")
+        detecting = [p for p in judged if p.detects_original]
+        if not detecting:
+            strongest = max(judged, key=lambda p: p.original_value - p.chance)
+            return (f"no attack detects membership leakage on the original model (strongest: {strongest.attack} "
+                    f"{headline_label(strongest.headline)} {strongest.original_value:.3f}, {_interval(*strongest.original_ci)} at "
+                    f"{level:.1%}): with nothing to find before unlearning, a pass would mean nothing",
+                    f"attacks with reference models ({REFERENCE_ATTACKS}) can see leakage the population attacks "
+                    "miss; if they do not either, the original model never measurably memorised these samples")
+        best = min(detecting, key=lambda p: (p.minimum_detectable is None, (p.minimum_detectable or 1) - p.chance))
+        label = headline_label(best.headline)
+        smallest = "no leak at all" if best.minimum_detectable is None else f"{label} ≥ {best.minimum_detectable:.3f}"
+        return (f"the original model leaks ({best.attack} {label} {best.original_value:.3f}), but "
+                f"{n_forget:,} forgotten samples are too few to rule out a smaller leak: at 80 % power the battery "
+                f"detects {smallest}, beyond the policy's detectable_margin {self.detectable_margin:g}",
+                f"{more}; or a policy with a larger detectable_margin (accepting that smaller leaks go unseen)")
+
+    def decide(self, verdicts: Sequence[Verdict], power: Sequence[PowerRow], *, n_forget: int, n_test: int,
+               level: float) -> tuple[str, str, str | None]:
+        """The outcome (``passed`` / ``failed`` / ``inconclusive``), why, and what would make it conclusive."""
+        failing = [v for v in verdicts if v.status in FAILING]
+        if failing:
+            listed = "; ".join(f"{v.attack} ({v.status})" for v in failing)
+            return "failed", f"{len(failing)} of {len(verdicts)} checks fail: {listed}", None
+        abstaining = sum(v.status == "abstained" for v in verdicts)
+        checks = f"{len(verdicts) - abstaining} of {len(verdicts)} checks pass" + (
+            f" and {abstaining} abstain" if abstaining else "")
+        verdict = {v.attack: v for v in verdicts}
+
+        def judged(row: PowerRow) -> PowerRow:
+            # An attack that abstained on the unlearned model gives no evidence, whatever its power.
+            unlearned = verdict.get(row.attack)
+            if row.abstained or unlearned is None or unlearned.status == "pass":
+                return row
+            return dataclasses.replace(row, conclusive=False, abstained=f"on the unlearned model, {unlearned.reason}")
+
+        why, hint = self.diagnose([judged(p) for p in power], n_forget=n_forget, n_test=n_test, level=level)
+        if hint is None:
+            return "passed", f"{checks}, and the audit could have failed: {why}", None
+        return "inconclusive", f"{checks}, but {why}", hint
 
     def judge_utility(self, original: float, unlearned: float, retrained: float | None) -> Verdict:
         """The ``test-accuracy-drop`` check on test accuracies (fractions); the retrained model's drop is context."""

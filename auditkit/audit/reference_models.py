@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from auditkit.data import SampleSet
-from auditkit.fsutil import atomic_write_bytes, sha256_bytes
+from auditkit.fsutil import atomic_write_bytes, sha256_bytes, sha256_file
 from auditkit.progress import Progress, ProgressCallback, no_progress
 from auditkit.training import TrainRecipe, train_model
 
@@ -71,11 +71,13 @@ def train_reference_models(
     count: int,
     seed: int,
     progress: ProgressCallback = no_progress,
-) -> tuple[list[nn.Module], np.ndarray]:
+) -> tuple[list[nn.Module], np.ndarray, list[str]]:
     """Train (or load from the cache) ``count`` reference models on random halves of ``retain``.
 
     Announces the cost (how many trainings, how many cached) through ``progress`` before starting.
-    Returns the models (eval mode, on ``trainer.device``) and the ``[count, len(retain)]`` bool halves.
+    Returns the models (eval mode, on ``trainer.device``), the ``[count, len(retain)]`` bool halves and
+    the SHA-256 of each model's weights: of its cache file, so ``sha256sum`` on the cache checks it.
+    Model k depends only on ``seed`` and k, so the first K of a larger set are the K a smaller one trains.
     """
     retain = np.asarray(retain, dtype=np.int64)
     halves = reference_halves(len(retain), count=count, seed=seed)
@@ -94,7 +96,7 @@ def train_reference_models(
         f"{count} reference models needed: {count - cached} to train ({trainer.recipe.epochs} epochs each "
         f"on {len(retain) // 2} samples), {cached} cached in {cache_dir()}"
     )))
-    models = []
+    models, hashes = [], []
     for k, (positions, model_seed, path) in enumerate(plans):
         model = _load(trainer, path)
         if model is None:
@@ -104,8 +106,9 @@ def train_reference_models(
                         stage=f"reference model {k + 1}/{count}")
             _save(model, path)
         models.append(model.eval())
+        hashes.append(sha256_file(path))
         progress(Progress("reference-models", k + 1, count))
-    return models, halves
+    return models, halves, hashes
 
 
 def _dataset_key(data: SampleSet) -> dict:

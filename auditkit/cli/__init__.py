@@ -13,11 +13,14 @@ from auditkit.cli.app import Application, run_cli
 from auditkit.cli.audit import audit
 from auditkit.cli.doctor import doctor
 from auditkit.cli.forget import forget
+from auditkit.cli.ids import ids
 from auditkit.cli.plugins import plugins
 from auditkit.cli.report import report
 from auditkit.cli.trail import trail
 from auditkit.cli.train import train
 from auditkit.cli.verify import verify
+
+MAX_THREADS = 1024
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,7 +28,9 @@ from auditkit.cli.verify import verify
 @click.option("-v", "--verbose", count=True, help="More detail on stderr (repeatable).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
 @click.option("--json", "json_output", is_flag=True, help="Print a machine-readable summary on stdout.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, envvar="AUDITKIT_THREADS",
+# Bounded: a huge AUDITKIT_THREADS overflowed torch.set_num_threads with a traceback.
+@click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), default=1, show_default=True,
+              envvar="AUDITKIT_THREADS",
               help="CPU threads for torch (env AUDITKIT_THREADS). One is fastest for the small bundled "
                    "models; raise it for large ones.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, envvar="AUDITKIT_WORKERS",
@@ -39,7 +44,8 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, json_output: bool, thread
     \b
     Quick start:  auditkit train  &&  auditkit forget --ids examples/request.csv --retrain-reference
     Exit codes: 0 audit passed, 1 audit failed the policy (or verify found tampering),
-    2 usage error or bad input, 3 runtime or plugin error, 130 interrupted (Ctrl-C or SIGTERM).
+    2 usage error or bad input, 3 runtime or plugin error, 4 audit inconclusive (it could not have
+    failed: too few samples, or no measurable leak before unlearning), 130 interrupted (Ctrl-C or SIGTERM).
     """
     # torch is imported by the commands that use it (Application.start_torch): `--help` of any command,
     # `verify` and `report` never load it.
@@ -47,7 +53,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, json_output: bool, thread
                           workers=workers)
 
 
-for command in (train, adopt, forget, audit, report, plugins, doctor, verify, trail):
+for command in (train, adopt, forget, audit, report, ids, plugins, doctor, verify, trail):
     cli.add_command(command)
 
 

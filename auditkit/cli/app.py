@@ -13,9 +13,11 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as ProgressBars
+from rich.text import Text
 
 from auditkit.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_RUNTIME, AuditkitError
 from auditkit.fsutil import forget_written, written
+from auditkit.messages import MAX_LINE, one_line
 from auditkit.progress import Progress, ProgressCallback
 
 
@@ -39,19 +41,25 @@ class Application:
         set_workers(self.workers)
 
     def info(self, message: str) -> None:
-        """A human line on stderr (hidden by -q); ``message`` is printed without rich markup."""
+        """A human line on stderr (hidden by -q); ``message`` is printed without rich markup, and never
+        wrapped by rich (80 columns without a terminal would split a path mid-way in a CI log)."""
         if self.verbosity >= 0:
-            self.console.print(message, markup=False)
+            self.console.print(message, markup=False, soft_wrap=True)
 
     def detail(self, message: str) -> None:
         """A line shown only with -v."""
         if self.verbosity >= 1:
-            self.console.print(message, markup=False, style="dim")
+            self.console.print(message, markup=False, style="dim", soft_wrap=True)
 
     def warn(self, message: str) -> None:
         """A warning on stderr (shown unless -q)."""
         if self.verbosity >= 0:
-            self.console.print(f"warning: {message}", markup=False, style="yellow")
+            self.console.print(f"warning: {message}", markup=False, style="yellow", soft_wrap=True)
+
+    def _line(self, message: str) -> None:
+        """Like :meth:`info`, but never hard-wrapped: one verdict per line, whatever the terminal width."""
+        if self.verbosity >= 0:
+            self.console.print(message, markup=False, soft_wrap=True)
 
     def emit_json(self, payload: dict[str, Any]) -> None:
         """The machine-readable summary on stdout (only with --json)."""
@@ -59,22 +67,26 @@ class Application:
             click.echo(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False))
 
     def report_outcome(self, outcome: Any) -> None:
-        """The end of `forget` / `audit`: verdict, per-check failures, and where the evidence is."""
-        summary = outcome.record.summary
+        """The end of `forget` / `audit`: checks that did not pass, the audit's power, and last the outcome
+        with why (and, when inconclusive, what would make it conclusive); then where the evidence is."""
+        from auditkit.audit.results import power_summary
+
         audit = outcome.record.audit
         for warning in outcome.warnings:
             self.warn(warning)
-        if summary["passed"] is None:
+        if audit is None:
             self.info("audit skipped (--no-audit): nothing shows that the samples are forgotten")
         else:
-            verdicts = audit["verdicts"]
-            failing = [v for v in verdicts if v["status"] != "pass"]
-            word = "PASSED" if summary["passed"] else "FAILED"
-            self.info(f"audit {word}: {len(verdicts) - len(failing)} of {len(verdicts)} checks pass")
-            for verdict in failing:
-                self.info(f"  {verdict['attack']}: {verdict['status']} ({verdict['reason']})")
+            for verdict in audit["verdicts"]:
+                if verdict["status"] != "pass":
+                    self._line(f"  {verdict['attack']}: {verdict['status']} ({verdict['reason']})")
             for warning in audit["warnings"]:
                 self.detail(f"  note: {warning}")
+            self._line(f"power: {power_summary(audit)}")
+            line = f"audit {audit['outcome'].upper()}: {audit['outcome_reason']}"
+            if audit["conclusive_hint"]:
+                line += f"; to make it conclusive: {audit['conclusive_hint']}"
+            self._line(line)
         self.detail(f"record: {outcome.out / 'record.json'}")
         self.detail(f"audit trail: {outcome.trail} (line {outcome.trail_line.index + 1})")
         self.info(f"report: {outcome.out / 'report.html'}")
@@ -85,23 +97,37 @@ class Application:
         """A progress callback for the core: rich bars on a terminal, silence otherwise (CI, pipes, -q).
 
         A report with nothing completed yet and a message announces a stage's cost and is always shown
-        (unless -q); without a terminal, -v also logs each stage once it completes.
+        (unless -q); without a terminal, -v also logs each stage once it completes. A ``wait`` report (the
+        op's first build) is one line either way: a live timer on a terminal, and otherwise its message
+        at once and how it ended, with the time it took, on the same line when it ends.
         """
         if self.verbosity < 0 or not self.console.is_terminal:
             def log(report: Progress) -> None:
-                if report.completed == 0 and report.message:
+                if report.wait:
+                    if self.verbosity >= 0:
+                        self.console.print(report.message, markup=False, soft_wrap=True,
+                                           end=" " if report.completed == 0 else "\n")
+                elif report.completed == 0 and report.message:
                     self.info(f"{report.stage}: {report.message}")
                 elif report.completed >= report.total:
                     self.detail(f"{report.stage}: done ({report.total}) {report.message}".rstrip())
 
             yield log
             return
-        columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn())
+        columns = (TextColumn("{task.description}", markup=False), BarColumn(), _StepCount(), TimeElapsedColumn())
         with ProgressBars(*columns, console=self.console, transient=True) as bars:
             tasks: dict[str, Any] = {}
+            waiting: dict[str, str] = {}
 
             def render(report: Progress) -> None:
+                if report.wait:  # a pulsing bar with the elapsed time, then one permanent line
+                    if report.completed == 0:
+                        waiting[report.stage] = report.message
+                        tasks[report.stage] = bars.add_task(report.message, total=None, wait=True)
+                    else:
+                        bars.remove_task(tasks.pop(report.stage))
+                        self.info(f"{waiting.pop(report.stage, '')} {report.message}".strip())
+                    return
                 if report.completed == 0 and report.message:
                     # A stage announcing its cost before it starts (e.g. reference models to train).
                     self.info(f"{report.stage}: {report.message}")
@@ -113,19 +139,29 @@ class Application:
             yield render
 
 
+class _StepCount(MofNCompleteColumn):
+    """``done/total`` of a stage; nothing for a wait, whose elapsed time is all there is to show."""
+
+    def render(self, task: Any) -> Any:
+        return Text("") if task.fields.get("wait") else super().render(task)
+
+
 def run_cli(group: click.Group, args: list[str] | None = None) -> int:
     """Invoke ``group`` and turn every outcome into a documented exit code.
 
     Expected failures (:class:`AuditkitError`, click usage errors, interruption) print one ``error:``
-    line and a ``hint:`` line, never a traceback, and with ``--json`` also an ``{"error", "hint",
-    "exit_code"}`` object on stdout; anything else is a bug and gets a rich traceback (exit code 3).
+    line and a ``hint:`` line (each at most :data:`~auditkit.messages.MAX_LINE` characters), never a
+    traceback, and with ``--json`` also an ``{"error", "hint", "exit_code"}`` object on stdout (plus
+    ``"problems"``, every one, when the error lists several, e.g. a config file's); anything else is a
+    bug and gets a rich traceback (exit code 3).
     """
     argv = list(sys.argv[1:] if args is None else args)
     forget_written()
     try:
         result = group.main(args=argv, standalone_mode=False)
     except AuditkitError as exc:
-        return _fail(exc.message, exc.hint, exc.exit_code, json_output="--json" in argv)
+        return _fail(exc.message, exc.hint, exc.exit_code, json_output="--json" in argv,
+                     problems=getattr(exc, "problems", None))
     except (click.exceptions.Abort, KeyboardInterrupt):
         done = written()  # Ctrl-C or SIGTERM: say truthfully what is already in place
         message = f"interrupted after writing {'; '.join(done)}" if done else "interrupted; nothing was written"
@@ -142,11 +178,15 @@ def run_cli(group: click.Group, args: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
-def _fail(message: str, hint: str | None, code: int, *, json_output: bool) -> int:
+def _fail(message: str, hint: str | None, code: int, *, json_output: bool, problems: list[str] | None = None) -> int:
+    # The last guard of the two-line contract: whatever a message quotes, each line stays one short line.
+    message = one_line(message, limit=MAX_LINE - len("error: "))
+    hint = one_line(hint, limit=MAX_LINE - len("hint: ")) if hint else hint
     err = Console(stderr=True, highlight=False)
     err.print(f"error: {message}", markup=False, soft_wrap=True)
     if hint:
         err.print(f"hint: {hint}", markup=False, soft_wrap=True)
     if json_output:
-        click.echo(json.dumps({"error": message, "hint": hint, "exit_code": code}, ensure_ascii=False))
+        failure = {"error": message, "hint": hint, "exit_code": code, **({"problems": problems} if problems else {})}
+        click.echo(json.dumps(failure, ensure_ascii=False))
     return code

@@ -23,7 +23,8 @@ def audit(app: Application, **flags) -> int:
 
     The checkpoint is audited in the role of the unlearned model, compared with --original and, with
     --retrained, with a model retrained without the samples. Writes record.json and report.html into
-    --out and appends to the audit trail. Exit code 0 when the audit passes, 1 when it fails.
+    --out and appends to the audit trail. Exit code 0 when the audit passes, 1 when it fails, 4 when
+    it is inconclusive.
     """
     from auditkit.pipeline import run_audit_checkpoint
 

@@ -35,7 +35,8 @@ def doctor(app: Application, build: bool) -> int:
     if build:
         started = time.perf_counter()
         try:
-            ops.build_extension()
+            with app.progress() as progress:  # the same "building the fused op (first run only)…" line as a run
+                ops.build_extension(progress=progress)
             report["build_seconds"] = round(time.perf_counter() - started, 2)
         except OpBuildError as exc:
             problems.append(exc.message)

@@ -31,7 +31,7 @@ def forget(app: Application, **flags) -> int:
     (with --retrain-reference), record.json
     (request hash, checkpoint hashes, method, history, attack results, provenance) and report.html,
     and appends one line to the audit trail. Exit code 0 when the audit passes (or is skipped), 1 when
-    it fails the policy.
+    it fails the policy, 4 when it is inconclusive (the unlearned model is written all the same).
     """
     from auditkit.errors import InputError
     from auditkit.pipeline import run_forget

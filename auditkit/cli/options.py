@@ -91,11 +91,30 @@ def run_options(function: Any) -> Any:
 
 
 def load_settings_file(path: Path | None) -> Any:
-    """The auditkit.toml named by --config, else ./auditkit.toml when present, else empty settings."""
-    from auditkit.config import Config, discover_config, load_config
+    """The auditkit.toml named by --config, else ./auditkit.toml when present, else empty settings.
+
+    Every problem of the file is raised at once, in one error: its structure (unknown keys, wrong types)
+    and what it names (unknown plugins and options, policy, recipe and backend values).
+    """
+    from auditkit.config import Config, check_config, discover_config, read_config
+    from auditkit.errors import AuditkitError
+    from auditkit.fsutil import regular_file_problem
+    from auditkit.registry import Registry
 
     source = path if path is not None else discover_config()
-    return load_config(source) if source is not None else Config()
+    if source is None:
+        return Config()
+    config, problems = read_config(source)
+    try:
+        # Files that are missing (or not files) are already among the problems: load the others.
+        registry = Registry.default(plugin_files=[p for p in config.plugins if regular_file_problem(p) is None])
+    except AuditkitError as exc:  # a broken plugin file named by the config: as with --plugins, unless
+        if not problems:           # the file has other problems too, which are then listed with it
+            raise
+        problems.append(exc.message)
+        registry = Registry.default()
+    check_config(config, registry=registry, problems=problems)
+    return config
 
 
 def settings_from_options(flags: dict[str, Any], *, kind: str) -> Any:

@@ -34,5 +34,6 @@ def report(app: Application, record_path: Path, output: Path, force: bool) -> in
         raise InputError(f"cannot write {str(output)!r} ({exc.strerror})",
                          hint="choose an -o path in an existing, writable folder") from None
     app.info(f"report: {output}")
-    app.emit_json({"record": str(record_path), "report": str(output), "passed": record.summary["passed"]})
+    app.emit_json({"record": str(record_path), "report": str(output), "outcome": record.summary["outcome"],
+                   "passed": record.summary["passed"]})
     return 0

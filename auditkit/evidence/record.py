@@ -25,7 +25,7 @@ from auditkit import __version__
 from auditkit.errors import InputError
 from auditkit.fsutil import atomic_write_text, sha256_file
 
-RECORD_SCHEMA_VERSION = 1
+RECORD_SCHEMA_VERSION = 2
 RECORD_KINDS = ("forget", "audit")
 #: Fields a record may lack: added after schema_version 1 was first written.
 _OPTIONAL_FIELDS = ("trail",)
@@ -60,13 +60,15 @@ class RunRecord:
 
     Attributes:
         kind: ``"forget"`` or ``"audit"``.
-        summary: the headline (``passed``: True/False, or None when not audited; the request, original
-            and unlearned SHA-256; method; dataset), mirrored in the audit-trail line and ``--json``.
+        summary: the headline (``outcome``: ``"passed"``/``"failed"``/``"inconclusive"``, or None when not
+            audited, with ``outcome_reason``; ``passed``: True/False for passed/failed, None otherwise; the
+            request, original and unlearned SHA-256; method; dataset), mirrored in the audit-trail line and
+            ``--json``.
         request: the deletion request: ``sha256``, ``count``, ``file`` and ``ids`` (only with
             ``--include-ids``; the report never lists more than the most exposed ones).
         dataset: plugin name, options and split sizes.
         checkpoints: ``original`` (path, sha256, manifest) and ``unlearned`` (file, sha256) or, for
-            ``auditkit audit``, the audited checkpoint (and any reference).
+            ``auditkit audit``, the audited checkpoint (and the retrained model, if any).
         method: name, options, the settings it resolved and the op backend that ran (None for audits).
         history: per-epoch dicts from the method (epoch, tau, alpha, lr, forget_loss, retain_loss,
             forget_below_tau, test_accuracy, mia).

@@ -18,8 +18,9 @@ from typing import Any
 
 import jinja2
 import matplotlib
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
+from auditkit.audit.results import HEADLINE_LABELS, power_summary
 from auditkit.errors import InputError
 from auditkit.evidence.record import RunRecord
 from auditkit.fsutil import atomic_write_text
@@ -72,6 +73,7 @@ def _colour(name: str, index: int) -> str:
 
 def _roc_chart(attacks: list[dict[str, Any]], models: Sequence[str]) -> Markup | None:
     """Log-log ROC curves of every attack on the forget set, one panel per model."""
+    attacks = [a for a in attacks if a["metrics"] is not None]  # no ROC for scores that cannot rank
     panels = [m for m in models if any(a["model"] == m and a["population"] == "forget" and a["metrics"]["roc_fpr"]
                                        for a in attacks)]
     if not panels:
@@ -209,6 +211,41 @@ def _percent(value: Any) -> str:
     return "—" if value is None else f"{100 * float(value):.1f} %"
 
 
+#: Longest sample ID shown whole in the report; longer ones are elided (record.json keeps the full value).
+MAX_ID_CHARS = 80
+
+
+def _visible(text: str, *, keep: str = "") -> Markup:
+    """``text`` HTML-escaped, with each non-printable character but those in ``keep`` shown as its escape.
+
+    A bidirectional override would reorder what the reader sees (``abc\u202egnp.exe`` displays as
+    ``abcexe.png``) and a control character is invisible; both appear as a marked ``\u202e`` instead.
+    """
+    if text.isprintable():
+        return escape(text)
+    parts = [escape(c) if c.isprintable() or c in keep else Markup('<span class="esc">%s</span>') % repr(c)[1:-1]
+             for c in text]
+    return Markup("").join(parts)
+
+
+def _sample_id(value: Any) -> Markup:
+    """A sample ID for a table cell: control and bidi characters visible, a long one elided with its length."""
+    text = str(value)
+    if len(text) <= MAX_ID_CHARS:
+        return _visible(text)
+    head, tail = text[: MAX_ID_CHARS * 3 // 4], text[-(MAX_ID_CHARS // 4):]
+    return (_visible(head) + Markup("…") + _visible(tail) +
+            Markup(' <span class="muted">(%s characters; the full ID is in record.json)</span>') % f"{len(text):,}")
+
+
+def _finalize(value: Any) -> Any:
+    """Every ``{{ }}`` string the template prints: bidi and control characters (not line breaks or tabs)
+    shown escaped, so a plugin name, path or option cannot reorder or hide what the report says."""
+    if isinstance(value, str) and not isinstance(value, Markup) and not value.isprintable():
+        return _visible(value, keep="\n\t")
+    return value
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
@@ -217,14 +254,36 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_finalize,
     )
-    env.filters.update(num=_number, interval=_interval, percent=_percent)
+    env.filters.update(num=_number, interval=_interval, percent=_percent, sample_id=_sample_id)
     return env
 
 
 def _model_order(names: Sequence[str]) -> list[str]:
     preferred = [m for m in ("original", "unlearned", "retrained") if m in names]
     return preferred + sorted(set(names) - set(preferred))
+
+
+def _cell(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """How one attack result is shown in a table: its headline (the number the policy judges), or why it abstained."""
+    if result is None:
+        return None
+    if result["abstained"]:
+        return {"abstained": result["abstained"], "value": None, "ci": None, "spread": None}
+    statistic = result["statistic"] or {}
+    draws = result["parameters"].get("draws")
+    spread = (f"sd {_number(statistic['spread'])} over {draws} draws"
+              if statistic.get("spread") is not None and draws and draws > 1 else None)
+    return {"abstained": None, "value": result["headline_value"], "ci": result["headline_ci"], "spread": spread}
+
+
+def _caveats(audit: dict[str, Any]) -> list[str]:
+    """What limits the evidence, for the banner: the audit's own warnings, then what any pass cannot show."""
+    caveats = list(audit["warnings"])
+    caveats.append("The attacks judge the forgotten samples as a group: a pass does not show that every individual "
+                   "sample is safe (Hayes et al. 2024); see the per-sample exposure table.")
+    return caveats
 
 
 def report_context(record: RunRecord) -> dict[str, Any]:
@@ -236,15 +295,17 @@ def report_context(record: RunRecord) -> dict[str, Any]:
     retain_rows: list[dict[str, Any]] = []
     if audit:
         verdicts = {v["attack"]: v for v in audit["verdicts"]}
-        for name in sorted({a["attack"] for a in attacks}):
-            by_model = {a["model"]: a for a in attacks if a["attack"] == name and a["population"] == "forget"}
-            if by_model:
-                forget_rows.append({"attack": name, "by_model": by_model, "verdict": verdicts.get(name)})
-            retain = {a["model"]: a for a in attacks if a["attack"] == name and a["population"] == "retain"}
-            if retain:
-                retain_rows.append({"attack": name, "by_model": retain})
+        power = {p["attack"]: p for p in audit["power"]}
+        for name in dict.fromkeys(a["attack"] for a in attacks):
+            for population, rows in (("forget", forget_rows), ("retain", retain_rows)):
+                by_model = {a["model"]: a for a in attacks if a["attack"] == name and a["population"] == population}
+                if by_model:
+                    first = next(iter(by_model.values()))
+                    rows.append({"attack": name, "headline": HEADLINE_LABELS.get(first["headline"], first["headline"]),
+                                 "by_model": by_model, "cells": {m: _cell(r) for m, r in by_model.items()},
+                                 "verdict": verdicts.get(name), "power": power.get(name)})
     attack_names = {a["attack"] for a in attacks}
-    # Checks that are not attacks (e.g. the forget/test loss ratio that flags over-forgetting).
+    # Checks that are not attacks (e.g. the forget/test loss ratio that flags over- and under-forgetting).
     other_checks = [v for v in audit["verdicts"] if v["attack"] not in attack_names] if audit else []
     exposures = audit["exposures"][:MAX_EXPOSED_IDS] if audit else []
     return {
@@ -254,6 +315,8 @@ def report_context(record: RunRecord) -> dict[str, Any]:
         "forget_rows": forget_rows,
         "retain_rows": retain_rows,
         "other_checks": other_checks,
+        "power_line": power_summary(audit) if audit else None,
+        "caveats": _caveats(audit) if audit else [],
         "exposures": exposures,
         "exposures_total": len(audit["exposures"]) if audit else 0,
         "exposures_flagged": sum(1 for e in audit["exposures"] if e["exceeds_1pct_fpr"]) if audit else 0,

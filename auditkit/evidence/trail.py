@@ -31,7 +31,6 @@ from __future__ import annotations
 import codecs
 import json
 import os
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +47,7 @@ from auditkit.evidence.signing import (
     signature_matches,
     signed_bytes,
 )
-from auditkit.fsutil import sha256_bytes, sha256_file
+from auditkit.fsutil import open_regular_file, regular_file_problem, sha256_bytes, sha256_file
 
 __all__ = ["canonical_json", "TRAIL_VERSION", "GENESIS_SHA256", "RECORD_FILE", "KeyPolicy", "TrailLine", "TrailState",
            "TrailCheck", "scan_trail", "verify_trail", "trail_file", "record_path"]
@@ -166,15 +165,6 @@ def record_path(trail: Path, name: str) -> Path:
 # ---------------------------------------------------------------- the file
 
 
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
-                       (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
 def trail_file(path: str | os.PathLike[str], *, flag: str = "--trail") -> tuple[Path, bool]:
     """The real path of the trail at ``path`` (links followed) and whether it exists.
 
@@ -183,38 +173,18 @@ def trail_file(path: str | os.PathLike[str], *, flag: str = "--trail") -> tuple[
     """
     given = Path(path)
     real = Path(os.path.realpath(given))
-    via = f" (a link to {str(real)!r})" if given.is_symlink() else ""
-    try:
-        mode = os.stat(given).st_mode
-    except FileNotFoundError:
-        if given.is_symlink():
-            raise InputError(f"audit trail {str(given)!r} is a symbolic link to {os.readlink(given)!r}, which does "
-                             "not exist", hint=f"mount or restore the trail it points to, create it with `auditkit "
-                             f"trail init {real}`, or choose another {flag}") from None
+    if given.is_symlink() and not given.exists():
+        raise InputError(f"audit trail {str(given)!r} is a symbolic link to {os.readlink(given)!r}, which does "
+                         "not exist", hint=f"mount or restore the trail it points to, create it with `auditkit "
+                         f"trail init {real}`, or choose another {flag}")
+    problem = regular_file_problem(given)
+    if problem == "does not exist":
         return real, False
-    except NotADirectoryError:
-        raise InputError(f"audit trail {str(given)!r} lies under a file, not a folder",
-                         hint=f"choose another {flag}") from None
-    except OSError as exc:
-        raise InputError(f"cannot reach audit trail {str(given)!r} ({exc.strerror})",
-                         hint=f"check the {flag} path and its permissions") from None
-    if not stat.S_ISREG(mode):
-        raise InputError(f"audit trail {str(given)!r}{via} is {_kind(mode)}, not a trail file",
+    if problem is not None:
+        via = f" (a link to {str(real)!r})" if given.is_symlink() else ""
+        raise InputError(f"audit trail {str(given)!r}{via} {problem}",
                          hint=f"point {flag} at an audit-trail.jsonl file (default: beside --out)")
     return real, True
-
-
-def _open(real: Path, given: Path) -> IO[bytes]:
-    # O_NONBLOCK: should the file have been swapped for a FIFO since it was checked, opening does not hang.
-    try:
-        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise InputError(f"cannot read audit trail {str(given)!r} ({exc.strerror})",
-                         hint="check the trail's permissions") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise InputError(f"audit trail {str(given)!r} is not a regular file", hint="point at an audit-trail.jsonl")
-    return os.fdopen(fd, "rb")
 
 
 @dataclass
@@ -495,7 +465,7 @@ def scan_trail(path: str | os.PathLike[str], *, key: bytes | None = None, since:
     state = TrailState(path=real, exists=exists)
     if not exists:
         return state
-    with _open(real, given) as handle:
+    with open_regular_file(real, role="audit trail", hint="check the trail's permissions") as handle:
         if since is not None and since.ok and since.path == real and _unchanged(handle, since):
             state = _copy(since)
         walker = _Walker(state, key=key, expect_head=expect_head)

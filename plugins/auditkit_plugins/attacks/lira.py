@@ -36,11 +36,13 @@ class LiraOfflineAttack(Attack):
         residuals = np.where(out, values - mean, np.nan)
         # With one reference model every residual is 0; any common σ then gives the same ranking.
         pooled = float(np.nanstd(residuals)) or 1.0
-        if self.options["fixed_variance"] or values.shape[0] < 2:
+        fixed = bool(self.options["fixed_variance"]) or values.shape[0] < 2
+        if fixed:
             sigma = np.full(len(target), pooled)
         else:
             counts = out.sum(0)
             spread = np.sqrt(np.nansum(residuals**2, axis=0) / np.maximum(counts - 1, 1))
             sigma = np.where(counts >= 2, np.maximum(spread, _SIGMA_FLOOR * pooled), pooled)
         z = (target.scaled_confidence - mean) / sigma
-        return AttackOutput(scores=-norm.logsf(z))
+        return AttackOutput(scores=-norm.logsf(z), parameters={
+            "fixed_variance": fixed, "pooled_sigma": pooled, "sigma_floor": _SIGMA_FLOOR * pooled})

@@ -57,13 +57,19 @@ class RmiaAttack(Attack):
             raise InputError("rmia needs population samples (the validation split) and got none",
                              hint="use a dataset split with a validation part, or drop rmia")
         gamma = float(self.options["gamma"])
-        a = self._choose_a(data, gamma) if self.options["a"] == "tune" else self._fixed_a()
+        if self.options["a"] == "tune":
+            a, tuning = self._choose_a(data, gamma)
+            parameters = {"a": a, "a_source": "tuned on reference model 0 (highest AUC over the grid)",
+                          "tuning_auc": tuning}
+        else:
+            a, parameters = self._fixed_a(), {"a_source": "fixed by the a option"}
         target, population = data.target, data.population
         scores = rmia_scores(
             expit(target.scaled_confidence), expit(target.reference_log_odds()), target.reference_out(),
             expit(population.scaled_confidence), expit(population.reference_log_odds()), a=a, gamma=gamma,
         )
-        return AttackOutput(scores=scores)
+        return AttackOutput(scores=scores, parameters={"a": a, "gamma": gamma, **parameters,
+                                                       "population_points": len(population)})
 
     def _fixed_a(self) -> float:
         try:
@@ -75,7 +81,7 @@ class RmiaAttack(Attack):
                              hint="for example a=0.3")
         return a
 
-    def _choose_a(self, data: AttackInput, gamma: float) -> float:
+    def _choose_a(self, data: AttackInput, gamma: float) -> tuple[float, dict[str, float]]:
         calibration = data.calibration
         if calibration is None or calibration.reference_members is None or calibration.reference_members.shape[0] < 2:
             raise InputError("rmia cannot tune a without two or more reference models and their training sets",
@@ -93,4 +99,4 @@ class RmiaAttack(Attack):
                 probs[0, usable], probs[1:, usable], out[:, usable], z_probs[0], z_probs[1:], a=a, gamma=gamma))
             for a in _A_GRID
         ]
-        return float(_A_GRID[int(np.argmax(aucs))])
+        return float(_A_GRID[int(np.argmax(aucs))]), {f"{a:g}": float(auc) for a, auc in zip(_A_GRID, aucs)}

