@@ -420,7 +420,7 @@ class RunLedger:
         if not self.out_is_default:
             self._refuse_logged(self._state, Path(os.path.realpath(self.out)))
         if self.force and self.out.is_dir():
-            _refuse_claimed(Path(os.path.realpath(self.out)), self.out, trail_id=self._state.trail_id)
+            _refuse_claimed(Path(os.path.realpath(self.out)), self.out, trail=real, trail_id=self._state.trail_id)
 
     def _refuse_logged(self, state: TrailState, target: Path) -> None:
         logged = state.runs_in(target)
@@ -541,7 +541,7 @@ class RunLedger:
             if not target.is_dir():
                 raise InputError(f"--out {str(out)!r} is a file, not a run folder",
                                  hint="choose another --out (a folder name, e.g. runs/<name>)")
-            _refuse_claimed(target, out, trail_id=state.trail_id)
+            _refuse_claimed(target, out, trail=state.path, trail_id=state.trail_id)
         return out, target
 
 
@@ -551,8 +551,9 @@ def _refuse_dangling(out: Path) -> None:
                          hint="remove the link, create the folder it points to, or choose another --out")
 
 
-def _refuse_claimed(target: Path, out: Path, *, trail_id: str | None) -> None:
-    """--force never replaces a run that names the trail that logged it (this one or another)."""
+def _refuse_claimed(target: Path, out: Path, *, trail: Path, trail_id: str | None) -> None:
+    """--force never replaces a run that names the trail that logged it (this one, ``trail`` with ID
+    ``trail_id``, or another)."""
     try:
         record = RunRecord.load(target / RECORD_FILE)
     except InputError:
@@ -561,7 +562,9 @@ def _refuse_claimed(target: Path, out: Path, *, trail_id: str | None) -> None:
     if isinstance(claim, dict) and claim.get("id"):
         index = claim.get("index")
         place = f"line {index + 1}" if isinstance(index, int) else "a line"
-        if claim["id"] == trail_id:  # this trail: logged since the trail was last read
+        file = claim.get("file")
+        ours = claim["id"] == trail_id or (isinstance(file, str) and os.path.realpath(target / file) == str(trail))
+        if ours:  # this trail: logged since the trail was last read
             raise InputError(f"--out {str(out)!r} holds the run recorded on {place} of the audit trail; replacing it "
                              "would break the trail", hint="choose another --out (runs are never replaced once logged)")
         raise InputError(f"--out {str(out)!r} holds a run logged on {place} of audit trail {claim.get('file')!r} (ID "
