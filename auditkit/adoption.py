@@ -31,7 +31,7 @@ from auditkit.checkpoint import (
     with_training_ids,
 )
 from auditkit.errors import InputError
-from auditkit.fsutil import sha256_bytes, sha256_file
+from auditkit.fsutil import note_written, sha256_bytes, sha256_file
 from auditkit.pipeline import check_checkpoint_out
 from auditkit.progress import Progress, ProgressCallback, no_progress
 from auditkit.registry import Registry
@@ -116,6 +116,7 @@ def run_adopt(settings: AdoptSettings, *, progress: ProgressCallback = no_progre
         adopted_from=adopted_from,
     )
     sha256 = save_checkpoint(settings.out, state_dict=network.state_dict(), manifest=manifest)
+    note_written(f"checkpoint {settings.out}")
     return {"checkpoint": str(settings.out), "sha256": sha256, "dataset": manifest.dataset, "model": manifest.model,
             "model_options": manifest.to_dict()["model_options"], "recipe": manifest.recipe,
             "train_count": manifest.train_count, "train_ids": "listed" if train_ids is not None else "train split",

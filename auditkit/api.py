@@ -237,15 +237,19 @@ def run_settings(
     force: bool = False,
     id_column: str | None = None,
     plugins: Sequence[Path] = (),
+    out_is_default: bool | None = None,
 ) -> RunSettings:
     """``config`` (an auditkit.toml, or empty) with the given values on top, as the ``RunSettings`` of
     ``kind`` ``"forget"`` or ``"audit"``: the one place where the CLI and this API turn options into a run.
 
     The file's ``checkpoint`` is the trained (original) model: what forget unlearns, what audit compares
-    with; ``default_checkpoint`` stands in when neither names one.
+    with; ``default_checkpoint`` stands in when neither names one. ``out_is_default`` says that ``out``
+    is the default ``runs/<UTC time>`` (default: when neither ``out`` nor the file names a folder), so
+    the trail's publish protocol may move it to the next free name if a run took it meanwhile.
     """
     from auditkit.config import merge
-    from auditkit.pipeline import TRAIL_FILE, RunSettings, default_run_dir
+    from auditkit.evidence.ledger import TRAIL_FILE, default_run_dir
+    from auditkit.pipeline import RunSettings
 
     merged = merge(
         config, checkpoint=checkpoint if kind == "forget" else None, dataset=dataset, method=method,
@@ -268,6 +272,7 @@ def run_settings(
         config_path=merged.source, retrained=retrained, retrain_reference=retrain_reference,
         attack_options={name: dict(values) for name, values in (attack_options or {}).items()},
         dataset=merged.dataset, original=original,
+        out_is_default=merged.output_dir is None if out_is_default is None else out_is_default,
     )
 
 
@@ -282,6 +287,7 @@ def _run(kind: str, checkpoint: PathLike, ids: PathLike | Sequence[str], *, out:
     request = _request_file(ids, folder)
     settings = run_settings(
         kind=kind, config=_config(config), request=request, checkpoint=Path(checkpoint), out=folder,
+        out_is_default=out is None and _config(config).output_dir is None,
         original=None if original is None else Path(original), retrained=None if retrained is None else Path(retrained),
         trail=None if trail is None else Path(trail), plugins=[Path(p) for p in plugins], **options,
     )
@@ -302,7 +308,7 @@ def _config(path: PathLike | None) -> Config:
 
 def _run_folder(out: PathLike | None, config: PathLike | None) -> Path:
     """``out``, else the config's output folder, else ``runs/<UTC time>`` (decided once, before the request)."""
-    from auditkit.pipeline import default_run_dir
+    from auditkit.evidence.ledger import default_run_dir
 
     if out is not None:
         return Path(out)

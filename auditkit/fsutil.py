@@ -1,8 +1,10 @@
-"""Atomic file output and hashing: an interrupted run never leaves a half-written file behind."""
+"""Atomic file output, hashing, and what a process has published: an interrupted run never leaves a
+half-written file behind, and says truthfully what it did write."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import stat
@@ -11,10 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from auditkit.errors import InputError
+from auditkit.errors import InputError, RunError
 from auditkit.messages import shown
 
 _CHUNK = 1 << 20
+_WRITTEN: list[str] = []
 _KINDS = ((stat.S_ISDIR, "is a folder"), (stat.S_ISFIFO, "is a named pipe (FIFO), not a file"),
           (stat.S_ISCHR, "is a character device, not a file"), (stat.S_ISBLK, "is a block device, not a file"),
           (stat.S_ISSOCK, "is a socket, not a file"))
@@ -72,6 +75,62 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a rename or a new file in folder ``path`` durable (best effort: some filesystems refuse)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def check_writable(path: Path, *, flag: str) -> None:
+    """Refuse a ``path`` whose folder cannot be created or written, before any heavy work; creates nothing."""
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{flag} {str(path)!r} lies under {str(ancestor)!r}, which is a file",
+                         hint=f"choose another {flag}")
+    try:  # a real probe: os.access says yes to root everywhere, even in /proc or on a read-only mount
+        os.rmdir(tempfile.mkdtemp(prefix=".auditkit-probe.", dir=ancestor))
+    except OSError as exc:
+        raise InputError(f"cannot write into {str(ancestor)!r} ({exc.strerror})",
+                         hint=f"choose a writable {flag}") from None
+
+
+def write_error(exc: OSError, *, doing: str, where: str | os.PathLike[str], flag: str) -> RunError:
+    """An I/O failure while writing outputs, as one ``error:`` line and a ``hint:`` that names the fix."""
+    folder = str(where)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = f"free space on the filesystem holding {folder!r} (or choose another {flag}) and run again"
+    elif exc.errno == errno.EROFS:
+        hint = f"{folder!r} is on a read-only filesystem: choose another {flag}"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        hint = f"check the permissions of {folder!r}, or choose another {flag}"
+    else:
+        hint = f"check {folder!r}, or choose another {flag}"
+    detail = exc.strerror or type(exc).__name__
+    return RunError(f"cannot {doing} ({detail})", hint=hint)
+
+
+def note_written(what: str) -> None:
+    """Remember that this process has published ``what`` (e.g. "run runs/x (line 3 of runs/audit-trail.jsonl)"),
+    so an interruption afterwards is not reported as "nothing was written"."""
+    _WRITTEN.append(what)
+
+
+def written() -> tuple[str, ...]:
+    """What this process has published since :func:`forget_written`."""
+    return tuple(_WRITTEN)
+
+
+def forget_written() -> None:
+    """Start a new invocation: nothing published yet (the CLI calls this before each command)."""
+    _WRITTEN.clear()
 
 
 def regular_file_problem(path: str | os.PathLike[str]) -> str | None:

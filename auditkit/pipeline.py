@@ -5,23 +5,17 @@ audit trail) is resolved first, so a typo fails in a second rather than after a 
 checkpoint, dataset and request are loaded and checked against each other; then the battery's first
 phase on the original model (so a broken attack fails, and an audit that cannot pass is announced, before
 any unlearning), the method, and the battery's second phase; and only at the end are outputs written:
-into a hidden temporary folder beside ``--out`` that is renamed into place after the audit-trail line
-has been appended. An interrupted or failed run therefore leaves no output folder, and the original
-checkpoint is only ever read.
+into a hidden temporary folder beside ``--out`` that the trail's publish protocol
+(:mod:`auditkit.evidence.ledger`) logs and renames into place. An interrupted or failed run therefore
+leaves no output folder, and the original checkpoint is only ever read.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import os
 import shlex
-import shutil
-import signal
-import tempfile
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from auditkit import __version__
 from auditkit.checkpoint import (
     check_matches_dataset,
     ids_sha256,
@@ -40,17 +33,11 @@ from auditkit.checkpoint import (
     train_checkpoint,
 )
 from auditkit.data import SampleSet
-from auditkit.errors import EXIT_INCONCLUSIVE, EXIT_POLICY_FAILED, AuditkitError, InputError, RunError
+from auditkit.errors import EXIT_INCONCLUSIVE, EXIT_POLICY_FAILED, AuditkitError, InputError
+from auditkit.evidence.ledger import Published, RunLedger
 from auditkit.evidence.record import RunRecord, collect_provenance, utc_now
-from auditkit.evidence.trail import (
-    RECORD_FILE,
-    TrailLine,
-    append_to_trail,
-    line_naming_record,
-    trail_key_from_env,
-    verify_trail,
-)
-from auditkit.fsutil import atomic_write_text, not_a_file_error, sha256_file
+from auditkit.evidence.trail import RECORD_FILE, TrailLine
+from auditkit.fsutil import atomic_write_text, check_writable, not_a_file_error, note_written, sha256_file
 from auditkit.interfaces import Attack, UnlearningMethod, UnlearningTask
 from auditkit.ops import resolve_backend
 from auditkit.progress import ProgressCallback, no_progress
@@ -66,7 +53,6 @@ if TYPE_CHECKING:  # imported where used: `auditkit train` never needs scipy, sc
 MODEL_FILE = "model.pt"
 RETRAINED_FILE = "retrained.pt"
 REPORT_FILE = "report.html"
-TRAIL_FILE = "audit-trail.jsonl"
 
 
 @dataclass
@@ -115,6 +101,7 @@ class RunSettings:
     retrained: Path | None = None
     retrain_reference: bool = False
     dataset: str | None = None
+    out_is_default: bool = False  # --out was not given: a name taken meanwhile moves to the next free one
 
 
 @dataclass
@@ -163,22 +150,7 @@ def _check_out(out: Path, *, force: bool, keep: tuple[Path | None, ...] = ()) ->
         if path is not None and target in (Path(path).resolve(), *Path(path).resolve().parents):
             raise InputError(f"--out {str(out)!r} would replace {str(path)!r}, which this run reads or appends to",
                              hint="choose an --out folder of its own, e.g. runs/<name>")
-    _check_writable(out, flag="--out")
-
-
-def _check_writable(path: Path, *, flag: str) -> None:
-    """Refuse a ``path`` whose folder cannot be created or written, before any heavy work."""
-    ancestor = path.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise InputError(f"{flag} {str(path)!r} lies under {str(ancestor)!r}, which is a file",
-                         hint=f"choose another {flag}")
-    try:  # a real probe: os.access says yes to root everywhere, even in /proc or on a read-only mount
-        os.rmdir(tempfile.mkdtemp(prefix=".auditkit-probe.", dir=ancestor))
-    except OSError as exc:
-        raise InputError(f"cannot write into {str(ancestor)!r} ({exc.strerror})",
-                         hint=f"choose a writable {flag}") from None
+    check_writable(out, flag="--out")
 
 
 @dataclass
@@ -190,6 +162,7 @@ class _Resolved:
     plugins: list[dict[str, str]]
     backend: str
     device: torch.device
+    ledger: RunLedger | None = None
 
 
 def run_device(backend: str) -> torch.device:
@@ -253,58 +226,11 @@ def _resolve(settings: RunSettings, *, with_method: bool, progress: ProgressCall
     _check_out(settings.out, force=settings.force,
                keep=(settings.checkpoint, settings.request, settings.original, settings.retrained, settings.trail,
                      settings.config_path, *settings.plugin_files))
-    _check_writable(settings.trail, flag="--trail")
-    if settings.trail.exists():
-        check = verify_trail(settings.trail, key=trail_key_from_env())
-        if not check.ok:
-            raise RunError(f"audit trail {str(settings.trail)!r} is broken: {check.problem}",
-                           hint=f"investigate with `auditkit verify {settings.trail}`, or start a new trail with --trail")
-        logged = line_naming_record(settings.trail, settings.out / RECORD_FILE) if settings.out.is_dir() else None
-        if logged is not None:  # --force would replace evidence the trail vouches for, breaking it for good
-            raise InputError(f"--out {str(settings.out)!r} holds the run recorded on line {logged} of the audit "
-                             "trail; replacing it would break the trail",
-                             hint="choose another --out (runs are never replaced once logged)")
-    return _Resolved(registry, method, attacks, policy, plugins, backend, device)
-
-
-# ---------------------------------------------------------------- output folder
-
-
-@contextlib.contextmanager
-def _staging(out: Path) -> Iterator[Path]:
-    """A hidden temporary folder beside ``out``; removed unless the body renamed it into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the published run folder follows the umask
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _publish(tmp: Path, out: Path, *, force: bool) -> None:
-    """Rename the finished staging folder to ``out`` (replacing it only with --force)."""
-    if out.exists():
-        if not force:
-            raise InputError(f"output {str(out)!r} appeared while the run was working",
-                             hint="choose another --out, or pass --force to replace it")
-        doomed = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.replace(out, doomed / "old")
-        os.replace(tmp, out)
-        shutil.rmtree(doomed, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-
-def default_run_dir(root: Path = Path("runs")) -> Path:
-    """``runs/<UTC timestamp>``, suffixed ``-2``, ``-3``… if a run already took that second."""
-    stamp = utc_now().replace(":", "-")
-    candidate, n = root / stamp, 2
-    while candidate.exists():
-        candidate, n = root / f"{stamp}-{n}", n + 1
-    return candidate
+    # The trail (a link, its keys, a broken chain) and --out against it (a dangling link, a logged run).
+    ledger = RunLedger(trail=settings.trail, out=settings.out, force=settings.force,
+                       out_is_default=settings.out_is_default)
+    ledger.check()
+    return _Resolved(registry, method, attacks, policy, plugins, backend, device, ledger)
 
 
 # ---------------------------------------------------------------- train
@@ -335,6 +261,7 @@ def run_train(settings: TrainSettings, *, progress: ProgressCallback = no_progre
         registry=registry, dataset=settings.dataset, dataset_options=settings.dataset_options, model=model,
         model_options=settings.model_options, recipe=settings.recipe, seed=settings.seed, out=out, progress=progress,
     )
+    note_written(f"checkpoint {out}")
     return {"checkpoint": str(out), "sha256": sha256, "dataset": manifest.dataset, "model": manifest.model,
             "model_options": manifest.to_dict()["model_options"], "recipe": manifest.recipe, "seed": manifest.seed,
             "metrics": dict(manifest.metrics)}
@@ -458,45 +385,14 @@ def _load_model(path: Path | None, registry: Registry, device: torch.device, dat
     return loaded.model.to(device).eval()
 
 
-def _finish(settings: RunSettings, record: RunRecord, tmp: Path) -> tuple[RunRecord, TrailLine]:
-    """Render the report, hash the outputs, write the record, append the trail line, publish."""
+def _finish(record: RunRecord, ledger: RunLedger, tmp: Path) -> Published:
+    """Render the report and hash the outputs; the ledger writes the record, logs the run and publishes it."""
     from auditkit.evidence.report import render_report
 
     atomic_write_text(tmp / REPORT_FILE, render_report(record))
     record.outputs = {name: sha256_file(tmp / name) for name in (MODEL_FILE, RETRAINED_FILE, REPORT_FILE)
                       if (tmp / name).exists()}
-    record.write(tmp / RECORD_FILE)
-    final_record = settings.out / RECORD_FILE
-    try:
-        relative = os.path.relpath(final_record.resolve(), settings.trail.resolve().parent)
-    except ValueError:  # another drive on Windows
-        relative = str(final_record.resolve())
-    entry = {**{k: record.summary[k] for k in ("kind", "passed", "request_sha256", "original_sha256",
-                                                "unlearned_sha256", "method")},
-             "record": relative, "record_sha256": sha256_file(tmp / RECORD_FILE),
-             "outputs": record.outputs, "finished_utc": record.provenance["finished_utc"], "auditkit": __version__}
-    # The line goes in before the folder appears: a run folder whose record no line names is then
-    # always a sign that lines were removed, which `auditkit verify` reports.
-    with _interrupts_deferred():
-        line = append_to_trail(settings.trail, entry, key=trail_key_from_env())
-        _publish(tmp, settings.out, force=settings.force)
-    return record, line
-
-
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Ignore Ctrl-C between the trail append and the rename, so a run is never logged but unpublished.
-
-    A Ctrl-C this late arrives after all the work: the run completes and reports its outputs.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    return ledger.publish(tmp, record)
 
 
 def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progress) -> RunOutcome:
@@ -536,7 +432,7 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
 
         audit = complete_audit(plan, unlearned=unlearned, retrained=retrained, progress=progress).to_dict()
 
-    with _staging(settings.out) as tmp:
+    with resolved.ledger.staging() as tmp:
         # Same manifest (architecture, dataset, split fingerprint: the unlearned model audits against the
         # same data), with the unlearned model's own accuracies instead of the original's.
         unlearned_manifest = dataclasses.replace(manifest, metrics=_accuracies(unlearned, loaded, resolved.device))
@@ -567,9 +463,9 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
             audit=audit,
             provenance=_provenance(settings, loaded, backend=outcome.backend, plugins=plugins, started=started),
         )
-        record, line = _finish(settings, record, tmp)
-    return RunOutcome(record=record, out=settings.out, trail=settings.trail, trail_line=line,
-                      warnings=loaded.request.warnings())
+        published = _finish(record, resolved.ledger, tmp)
+    return RunOutcome(record=record, out=published.out, trail=settings.trail, trail_line=published.line,
+                      warnings=[*loaded.request.warnings(), *published.notes])
 
 
 def _retrained_block(settings: RunSettings) -> dict[str, dict[str, str]]:
@@ -615,7 +511,7 @@ def run_audit_checkpoint(settings: RunSettings, *, progress: ProgressCallback = 
     audit = complete_audit(plan, unlearned=loaded.checkpoint.model.to(resolved.device).eval(), retrained=retrained,
                            progress=progress).to_dict()
     manifest = loaded.checkpoint.manifest
-    with _staging(settings.out) as tmp:
+    with resolved.ledger.staging() as tmp:
         plugins = [*resolved.plugins, _plugin_entry(resolved.registry, "datasets", manifest.dataset),
                    _plugin_entry(resolved.registry, "models", manifest.model)]
         record = RunRecord(
@@ -631,6 +527,6 @@ def run_audit_checkpoint(settings: RunSettings, *, progress: ProgressCallback = 
             method=None, history=[], audit=audit,
             provenance=_provenance(settings, loaded, backend=resolved.backend, plugins=plugins, started=started),
         )
-        record, line = _finish(settings, record, tmp)
-    return RunOutcome(record=record, out=settings.out, trail=settings.trail, trail_line=line,
-                      warnings=loaded.request.warnings())
+        published = _finish(record, resolved.ledger, tmp)
+    return RunOutcome(record=record, out=published.out, trail=settings.trail, trail_line=published.line,
+                      warnings=[*loaded.request.warnings(), *published.notes])

@@ -1,6 +1,6 @@
-"""Shared by the reliability tests: a small trained workspace, the CLI in-process and as a child process
-that pauses at a named stage (so a test can signal it at a known point), snapshots, and the checks
-every expected failure must pass.
+"""Shared by the reliability tests: a small trained workspace, the CLI in-process, many real processes
+forked from one warm interpreter (concurrency) that can each pause at a named stage (so a test can signal
+it at a known point), snapshots, and the checks every expected failure must pass.
 
 The shared workspace and the one completed run are built once per pytest session (cached under the
 session's base temp folder), because training and a full `forget` cost seconds each on 2 cores.
@@ -14,10 +14,13 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+import traceback
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -158,33 +161,31 @@ def shared_run(tmp_path_factory) -> Path:
     return root
 
 
-# ---------------------------------------------------------------- a CLI child that pauses at a stage
-
-PAUSE_ENV = "AUDITKIT_TEST_PAUSE_AT"
-MARKER_ENV = "AUDITKIT_TEST_MARKER"
+# ---------------------------------------------------------------- a process that pauses at a named stage
 
 
 def _pause(marker: str) -> None:
-    """Tell the parent where we are, then wait for its signal (SIGINT raises KeyboardInterrupt here)."""
-    with open(marker, "w", encoding="utf-8") as handle:
+    """Tell the parent where we are, then wait for its signal: SIGKILL ends us here, SIGINT or SIGTERM raise
+    KeyboardInterrupt here, or, inside the trail's publish protocol (which holds them), let us go on."""
+    import auditkit.evidence.ledger as ledger
+
+    with open(marker + ".tmp", "w", encoding="utf-8") as handle:
         handle.write(str(os.getpid()))
-    while True:
-        time.sleep(0.05)
+    os.replace(marker + ".tmp", marker)  # the parent never reads a half-written pid
+    while not ledger._held:
+        time.sleep(0.02)
 
 
-def _child() -> None:
-    """Entry point of the child: install the pause hook named by ``$AUDITKIT_TEST_PAUSE_AT``, run the CLI.
+def _install_pause(stage: str, marker: str) -> None:
+    """Make this process stop at ``stage`` and write its pid to ``marker`` there.
 
     Stages: ``train`` (after training epoch 2), ``unlearn`` (after the method's first epoch),
-    ``audit`` (after the first model's signals), ``publish`` (trail line appended, run folder not yet
-    renamed into place), or ``fsync:NAME`` (a temporary file for NAME is fully written and about to
-    be renamed over it).
+    ``audit`` (after the first model's signals), ``ledger:STEP`` (a step of the trail's publish protocol:
+    ``locked``, ``checked``, ``appended``, ``moved-aside``, ``published``, ``returned``), ``torn-append``
+    (half of the new trail lines written), or ``fsync:NAME`` (a temporary file for NAME is fully written
+    and about to be renamed over it).
     """
-    import auditkit.checkpoint
-    import auditkit.pipeline
-    from auditkit.cli import main
-
-    stage, marker = os.environ[PAUSE_ENV], os.environ[MARKER_ENV]
+    import auditkit.evidence.ledger
 
     def pausing(progress, wanted):
         def report(update):
@@ -194,6 +195,8 @@ def _child() -> None:
         return report
 
     if stage == "train":
+        import auditkit.checkpoint
+
         original = auditkit.checkpoint.train_model
 
         def train_model(*args, progress, **kwargs):
@@ -201,6 +204,8 @@ def _child() -> None:
 
         auditkit.checkpoint.train_model = train_model
     elif stage in ("unlearn", "audit"):
+        import auditkit.pipeline
+
         original_forget = auditkit.pipeline.run_forget
         stages = {"unlearn": ("nabla-tau",), "audit": ("signals",)}[stage]
 
@@ -208,14 +213,21 @@ def _child() -> None:
             return original_forget(settings, progress=pausing(progress, lambda u: u.stage in stages))
 
         auditkit.pipeline.run_forget = run_forget
-    elif stage == "publish":
-        original_publish = auditkit.pipeline._publish
+    elif stage.startswith("ledger:"):
+        wanted = stage.split(":", 1)[1]
 
-        def publish(*args, **kwargs):
+        def reached(step: str) -> None:
+            if step == wanted:
+                _pause(marker)
+
+        auditkit.evidence.ledger._reached = reached
+    elif stage == "torn-append":  # half of the trail lines written, then stopped: a crash inside the write
+        def write_half(fd: int, data: bytes) -> None:
+            os.write(fd, data[: len(data) // 2])
             _pause(marker)
-            return original_publish(*args, **kwargs)
+            raise SystemExit("a torn append must be killed, not resumed")
 
-        auditkit.pipeline._publish = publish
+        auditkit.evidence.ledger._write_all = write_half
     elif stage.startswith("fsync:"):
         name = stage.split(":", 1)[1]
         original_fsync = os.fsync
@@ -228,39 +240,181 @@ def _child() -> None:
         os.fsync = fsync
     else:
         raise SystemExit(f"unknown pause stage {stage!r}")
-    main()
 
 
-def start_paused_cli(args: list[str], *, cwd: Path, stage: str, marker: Path) -> subprocess.Popen:
-    """Start ``python -m auditkit ARGS`` (through :func:`_child`) that pauses at ``stage``."""
-    env = {**os.environ, PAUSE_ENV: stage, MARKER_ENV: str(marker), "PYTHONPATH": str(TESTS)}
-    code = "from reliability_helpers import _child; _child()"
-    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+# ---------------------------------------------------------------- many real processes from one warm interpreter
 
 
-def signal_when_paused(processes: list[tuple[subprocess.Popen, Path, int]], *, timeout: float = 400.0
-                       ) -> list[tuple[int, str, str]]:
-    """Wait for each child to reach its pause, send it its signal, and collect (exit code, stdout, stderr).
+@dataclass
+class Job:
+    """One process of :func:`run_forked`.
 
-    A child that exits before pausing is returned as it is (the test then fails on its exit code).
+    ``kind`` is ``"cli"`` (the auditkit command line, ``args`` as after ``auditkit``) or ``"publish"``
+    (the trail's publish protocol alone, no torch: ``args`` = ``[TRAIL, OUT, *flags]`` with flags
+    ``--force`` and ``--default``, see :func:`_publisher`). ``pause`` is a stage of
+    :func:`_install_pause` to stop at and ``signum`` the signal the test then sends; ``cwd`` (default:
+    run_forked's) and ``env`` apply to the child only.
     """
-    deadline = time.monotonic() + timeout
-    pending = list(range(len(processes)))
-    while pending and time.monotonic() < deadline:
-        for i in list(pending):
-            process, marker, signum = processes[i]
-            if marker.exists() and marker.read_text(encoding="utf-8"):
-                os.kill(process.pid, signum)
-                pending.remove(i)
-            elif process.poll() is not None:
-                pending.remove(i)
-        time.sleep(0.05)
-    for i in pending:  # never reached the pause: stop it so the test fails rather than hangs
-        processes[i][0].kill()
+
+    args: list[str]
+    kind: str = "cli"
+    pause: str | None = None
+    signum: int | None = None
+    cwd: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def run_forked(jobs: list[Job], *, cwd: Path, warm: Path | None = None, clock: str | None = None,
+               then: list[Job] = (), wrap: list[str] = (), timeout: float = 300.0) -> list[Result]:
+    """Run every job as its own process, all released at once, forked from one interpreter that imported
+    auditkit first (and, given a ``warm`` workspace, ran one ``forget --no-audit`` there): real processes
+    contending for real locks, without paying the imports and the first run's loading once per process.
+
+    ``clock`` freezes the UTC time the default run folder is named after (runs started in one second).
+    A job with ``pause`` is sent ``signum`` once it stops there. ``then`` jobs run after every job has
+    ended, in the same server (e.g. `verify` inside the mount namespace that ``wrap`` set up: a command
+    prefix that ends by running its arguments). The results are in job order, ``then`` last, with
+    ``code`` the exit status (``-N`` for a process killed by signal N).
+    """
+    folder = Path(tempfile.mkdtemp(prefix="auditkit-forked-"))
+    try:
+        spec = {"jobs": [asdict(job) for job in jobs], "then": [asdict(job) for job in then], "cwd": str(cwd),
+                "warm": warm and str(warm), "clock": clock, "folder": str(folder)}
+        (folder / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
+        code = "from reliability_helpers import _fork_server; _fork_server()"
+        server = subprocess.Popen([*wrap, sys.executable, "-c", code, str(folder / "spec.json")], cwd=folder,
+                                  env={**os.environ, "PYTHONPATH": str(TESTS)}, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        waiting = {i: job for i, job in enumerate(jobs) if job.pause}
+        deadline = time.monotonic() + timeout
+        while waiting and server.poll() is None and time.monotonic() < deadline:
+            for i in list(waiting):
+                marker = folder / f"{i}.paused"
+                if marker.exists():
+                    os.kill(int(marker.read_text(encoding="utf-8")), waiting.pop(i).signum)
+            time.sleep(0.02)
+        try:
+            out, err = server.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            server.kill()
+            raise
+        assert server.returncode == 0, err
+        assert not waiting, f"jobs {sorted(waiting)} never reached their pause"
+        return [Result(**result) for result in json.loads(out)]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _fork_server() -> None:
+    spec = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
+    if any(job["kind"] == "cli" for job in spec["jobs"] + spec["then"]):
+        from auditkit.cli import cli
+        from auditkit.cli.app import run_cli
+
+        if spec["warm"]:
+            warm = Path(spec["warm"])
+            with chdir(warm), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                assert run_cli(cli, [*FORGET, "--no-audit", "--out", "warm/run", "--trail", "warm/trail.jsonl"]) == 0
+    import auditkit.evidence.ledger as ledger
+
+    if spec["clock"]:
+        ledger.utc_now = lambda: spec["clock"]
+    results = _fork_batch(spec, spec["jobs"], 0)
+    results += _fork_batch(spec, spec["then"], len(spec["jobs"]))
+    print(json.dumps(results))
+
+
+def _fork_batch(spec: dict, jobs: list[dict], first: int) -> list[dict]:
+    folder = Path(spec["folder"])
+    gate_read, gate_write = os.pipe()
+    children = []
+    for i, job in enumerate(jobs, start=first):
+        pid = os.fork()
+        if pid == 0:  # the child: wait at the gate, run one job, never return into the server
+            code = 70
+            try:
+                os.close(gate_write)
+                os.read(gate_read, 1)
+                os.environ.update(job["env"])
+                os.chdir(job["cwd"] or spec["cwd"])
+                if job["pause"]:
+                    _install_pause(job["pause"], str(folder / f"{i}.paused"))
+                with open(folder / f"{i}.out", "w") as out, open(folder / f"{i}.err", "w") as err:
+                    sys.stdout, sys.stderr = out, err
+                    try:
+                        if job["kind"] == "cli":  # the console script itself: its SIGTERM handler, run_cli
+                            from auditkit.cli import main
+
+                            sys.argv = ["auditkit", *job["args"]]
+                            try:
+                                main()
+                            except SystemExit as done:
+                                code = done.code
+                        else:
+                            signal.signal(signal.SIGTERM, _interrupt)
+                            code = _publisher(job["args"])
+                    except BaseException:  # a bug in the job: show it (os._exit would swallow it)
+                        traceback.print_exc()
+                        code = 71
+                    out.flush()
+                    err.flush()
+            finally:
+                os._exit(code)
+        children.append(pid)
+    os.write(gate_write, b"x" * len(children))  # release them all at once
+    os.close(gate_write)
+    os.close(gate_read)
     results = []
-    for process, _, _ in processes:
-        out, err = process.communicate(timeout=timeout)
-        results.append((process.returncode, out, err))
-    assert not pending, f"{len(pending)} child(ren) never reached their pause point"
+    for i, pid in enumerate(children, start=first):
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        results.append({"code": code, "out": _read(folder / f"{i}.out"), "err": _read(folder / f"{i}.err")})
     return results
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # as auditkit.cli._terminate, without importing the CLI into a publish job
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
+def publish_fake_run(trail: Path, out: Path, *, force: bool = False, default: bool = False):
+    """Publish one small fake run through the real protocol (no model, no torch) and return the
+    :class:`~auditkit.evidence.ledger.Published`. The run folder gets a model.pt, a report.html and a
+    record.json like a real run's (smaller), so `auditkit verify` checks it as it checks a real one."""
+    from auditkit.evidence.ledger import RunLedger
+    from auditkit.evidence.record import RunRecord, utc_now
+    from auditkit.fsutil import sha256_file
+
+    ledger = RunLedger(trail=Path(trail), out=Path(out), force=force, out_is_default=default)
+    ledger.check()
+    with ledger.staging() as tmp:
+        (tmp / "model.pt").write_bytes(os.urandom(64))
+        (tmp / "report.html").write_text(f"<p>run {os.getpid()}</p>", encoding="utf-8")
+        record = RunRecord(kind="forget", summary={"kind": "forget", "passed": None, "request_sha256": "0" * 64,
+                                                   "method": "fake"},
+                           request={}, dataset={}, checkpoints={}, method=None, history=[], audit=None,
+                           provenance={"finished_utc": utc_now(), "pid": os.getpid()},
+                           outputs={name: sha256_file(tmp / name) for name in ("model.pt", "report.html")})
+        return ledger.publish(tmp, record)
+
+
+def _publisher(args: list[str]) -> int:
+    """A `publish` job: ``TRAIL OUT [--force] [--default]`` through :func:`publish_fake_run`, with the
+    CLI's exit codes; prints ``{"out", "line"}`` on stdout."""
+    from auditkit.errors import AuditkitError
+    from auditkit.fsutil import written
+
+    trail, out, *flags = args
+    try:
+        published = publish_fake_run(Path(trail), Path(out), force="--force" in flags, default="--default" in flags)
+    except AuditkitError as exc:
+        print(f"error: {exc.message}\nhint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"error: interrupted; written: {list(written())}", file=sys.stderr)
+        return 130
+    print(json.dumps({"out": str(published.out), "line": published.line.number}))
+    return 0

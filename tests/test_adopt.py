@@ -56,11 +56,13 @@ def _copy(source: Path, target: Path) -> Path:
 
 
 def _comparable(record: dict) -> dict:
-    """The record without what differs between two runs of the same inputs: times and the report's hash."""
+    """The record without what differs between two runs of the same inputs: times, the report's hash and
+    the trail (a random ID) that logged the run."""
     record = json.loads(json.dumps(record))
     for key in ("started_utc", "finished_utc", "duration_seconds"):
         record["provenance"].pop(key, None)
     record["outputs"].pop("report.html")
+    record.pop("trail")
     return record
 
 

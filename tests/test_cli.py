@@ -104,7 +104,10 @@ def test_forget_writes_model_record_report_and_trail(workspace, first_run):
     assert any(key.startswith("plugin-file:") for key in prov["inputs"])
 
     trail = workspace / "runs" / "audit-trail.jsonl"
-    entry = json.loads(trail.read_text(encoding="utf-8").splitlines()[0])["entry"]
+    genesis, line = (json.loads(text) for text in trail.read_text(encoding="utf-8").splitlines())
+    entry = line["entry"]  # line 1 is the trail's genesis (its ID and keys)
+    assert genesis["entry"]["event"] == "genesis" and record.trail == {
+        "id": genesis["entry"]["trail_id"], "index": 1, "file": "../audit-trail.jsonl"}
     assert entry["record"] == "first/record.json" and entry["record_sha256"] == sha256_file(run / "record.json")
 
 
@@ -157,6 +160,7 @@ def test_same_seed_gives_the_same_model_and_record(workspace, first_run, capsys,
         for key in ("started_utc", "finished_utc"):
             record["provenance"].pop(key)
         record["outputs"].pop("report.html")  # the report shows the run's times
+        record.pop("trail")  # the trail line each run was logged on
     assert first == second
     assert invoke(capsys, "verify", "runs/audit-trail.jsonl")[0] == 0  # two chained lines
 
@@ -200,7 +204,7 @@ def _snapshot(folder: Path) -> dict[str, str]:
         (["--config", "broken.toml"], "2 problems"),
         (["--out", "runs", "--force"], "would replace"),
         (["--trail", "runs/never/trail.jsonl"], "would replace"),
-        (["--out", "runs/first", "--force"], "recorded on line 1 of the audit trail"),
+        (["--out", "runs/first", "--force"], "recorded on line 2 of the audit trail"),
         (["--retrain-reference", "--retrained", "runs/digits-mlp.pt"], "both name the retrained reference"),
         (["--retrain-reference", "--no-audit"], "cannot be combined with --no-audit"),
         (["--attacks", "lr-loss"], "exposure attack 'loss' is not in the battery"),

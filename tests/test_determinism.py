@@ -26,6 +26,7 @@ def _comparable(record: dict) -> dict:
     for key in RUN_DEPENDENT:
         record["provenance"].pop(key)
     record["outputs"].pop("report.html")
+    record.pop("trail")  # which trail (a random ID) and line logged the run
     return record
 
 

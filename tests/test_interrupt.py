@@ -1,16 +1,18 @@
 """Interruption and divergence: Ctrl-C during unlearning, SIGKILL during training, unlearning, the audit
-and the writes, and a run whose loss turns NaN.
+and the writes, SIGTERM inside and after the trail's publish protocol, and a run whose loss turns NaN.
 
-Each scenario runs the real CLI in a child process that pauses at a named point (see
-``reliability_helpers._child``) and is then sent a real signal by this process, so the point of the
-interruption is known instead of depending on timing. All children run at once to keep the module
-short. Each starts from a workspace holding a finished run (``runs/first``) and its audit trail, and
-writes a second run into ``runs/second`` (or re-trains ``model.pt`` with ``--force``).
+Each scenario runs the real CLI in its own process that pauses at a named point (see
+``reliability_helpers._install_pause``) and is then sent a real signal by this process, so the point of
+the interruption is known instead of depending on timing. All processes run at once, forked from one
+warm interpreter (``run_forked``) to keep the module short. Each starts from a workspace holding a
+finished run (``runs/first``) and its audit trail, and writes a second run into ``runs/second`` (or
+re-trains ``model.pt`` with ``--force``).
 
-The write-phase points are the first file staged (``model.pt``), the trail append (by then record.json
-and report.html are staged too) and the gap between the trail line and the rename of the run folder;
-record.json and report.html go through the same atomic writer into the same staging folder as
-model.pt, so separate kills there would cost a child process each and test nothing new.
+The write-phase points are the first file staged (``model.pt``), the moment everything is staged and
+record.json written under the trail's lock (``ledger:checked``), the gap between the trail line and the
+rename of the run folder (``ledger:appended``; SIGTERM there, with ``--force`` over an unlogged folder,
+at ``ledger:moved-aside``), and after publishing (``ledger:returned``). Every step of the protocol is
+killed in tests/test_ledger.py, where a process costs milliseconds.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ import pytest
 
 from reliability_helpers import (
     FORGET,
+    Job,
     assert_clean_failure,
     fresh_workspace,
     run_cli_here,
+    run_forked,
     shared_run,
-    signal_when_paused,
     snapshot,
-    start_paused_cli,
 )
 
 # Another seed: the replacement differs from model.pt, so a completed rename would show in its hash.
@@ -45,10 +47,14 @@ SCENARIOS = {
     "kill-unlearning": (FORGET_SECOND, "unlearn", signal.SIGKILL),
     "kill-audit": (FORGET_SECOND, "audit", signal.SIGKILL),
     "kill-writing-model": (WRITE, "fsync:model.pt", signal.SIGKILL),
-    "kill-writing-trail": (WRITE, "fsync:audit-trail.jsonl", signal.SIGKILL),
-    "kill-before-publish": (WRITE, "publish", signal.SIGKILL),
+    "kill-before-logging": (WRITE, "ledger:checked", signal.SIGKILL),
+    "kill-before-publish": (WRITE, "ledger:appended", signal.SIGKILL),
+    # runs/second already holds an unlogged folder (see interrupted()), which --force replaces
+    "sigterm-while-replacing": ([*WRITE, "--force"], "ledger:moved-aside", signal.SIGTERM),
+    "sigterm-after-publish": (WRITE, "ledger:returned", signal.SIGTERM),
 }
 KILLED = [name for name, (_, _, signum) in SCENARIOS.items() if signum == signal.SIGKILL]
+PUBLISHED = ["sigterm-while-replacing", "sigterm-after-publish"]
 OUTPUT_NAMES = {"model.pt", "record.json", "report.html", "audit-trail.jsonl"}
 TRAIL = "runs/audit-trail.jsonl"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -59,15 +65,18 @@ def interrupted(tmp_path_factory):
     """name → (workspace, snapshot before, exit code, stdout, stderr), all scenarios run concurrently."""
     source = shared_run(tmp_path_factory)
     base = tmp_path_factory.mktemp("interrupt")
-    started, workspaces = [], {}
+    jobs, workspaces = [], {}
     for name, (args, stage, signum) in SCENARIOS.items():
         workspace = base / name
         shutil.copytree(source, workspace)
+        if name == "sigterm-while-replacing":
+            (workspace / "runs" / "second").mkdir()
+            (workspace / "runs" / "second" / "notes.txt").write_text("an unlogged folder\n", encoding="utf-8")
         workspaces[name] = (workspace, snapshot(workspace))
-        marker = base / f"{name}.paused"
-        started.append((start_paused_cli(args, cwd=workspace, stage=stage, marker=marker), marker, signum))
-    results = signal_when_paused(started)
-    return {name: (*workspaces[name], *result) for name, result in zip(SCENARIOS, results)}
+        jobs.append(Job(args, pause=stage, signum=signum, cwd=str(workspace)))
+    shutil.copytree(source, base / "warm")
+    results = run_forked(jobs, cwd=base, warm=base / "warm")
+    return {name: (*workspaces[name], result.code, result.out, result.err) for name, result in zip(SCENARIOS, results)}
 
 
 def _trail_lines(workspace) -> list[str]:
@@ -102,13 +111,43 @@ def test_sigkill_leaves_the_inputs_intact_and_no_visible_partial_output(interrup
         assert hidden or parts[-1] not in OUTPUT_NAMES, path
 
 
-def test_a_kill_before_publishing_leaves_a_whole_trail_line_naming_a_missing_record(interrupted):
+def test_a_kill_before_publishing_leaves_a_logged_run_that_verify_explains_and_recover_publishes(interrupted):
     workspace = interrupted["kill-before-publish"][0]
     lines = _trail_lines(workspace)
-    assert len(lines) == 2 and all(json.loads(line)["index"] == i for i, line in enumerate(lines))
-    assert json.loads(lines[1])["entry"]["record"] == "second/record.json"
+    assert len(lines) == 3 and all(json.loads(line)["index"] == i for i, line in enumerate(lines))
+    entry = json.loads(lines[2])["entry"]
+    assert entry["record"] == "second/record.json" and not (workspace / "runs" / "second").exists()
     result = run_cli_here(["verify", TRAIL], cwd=workspace)
-    assert result.code == 0 and "second/record.json is not on disk" in " ".join(result.err.split())
+    message = " ".join(result.err.split())
+    assert result.code == 0 and "line 3: its run (second/record.json) was stopped after it was logged" in message
+    assert f"wait in {entry['staging']}" in message
+
+    recovered = run_cli_here(["trail", "recover", TRAIL], cwd=workspace)
+    assert recovered.code == 0 and "published the run logged on line 3" in " ".join(recovered.err.split())
+    assert hashlib.sha256((workspace / "runs" / "second" / "record.json").read_bytes()).hexdigest() == \
+        entry["record_sha256"]
+    after = run_cli_here(["verify", TRAIL], cwd=workspace)
+    assert after.code == 0 and "warning" not in after.err, after.err
+    assert not list((workspace / "runs").glob(".second.*"))  # the staging folder became runs/second
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_sigterm_inside_or_after_publishing_names_the_published_run(interrupted, name):
+    # SIGTERM is held while the protocol runs (it used to exit 130 "nothing was written" between the trail
+    # line and the rename, and leave a --force'd folder in a hidden .second.*.old): the run completes.
+    workspace, _, code, out, err = interrupted[name]
+    assert code == 130 and out == "", err
+    assert err.strip().splitlines()[-2:] == [
+        f"error: interrupted after writing run runs/second (line 3 of audit trail {TRAIL})",
+        "hint: what is named above is complete; nothing else was written"], err
+    assert "Traceback" not in err
+    entry = json.loads(_trail_lines(workspace)[2])["entry"]
+    second = workspace / "runs" / "second"
+    assert hashlib.sha256((second / "record.json").read_bytes()).hexdigest() == entry["record_sha256"]
+    assert not (second / "notes.txt").exists()  # the unlogged folder --force replaced
+    assert not [p.name for p in (workspace / "runs").iterdir() if p.name.startswith(".")]
+    result = run_cli_here(["verify", TRAIL], cwd=workspace)
+    assert result.code == 0 and "warning" not in result.err, result.err
 
 
 @pytest.mark.parametrize("name", KILLED)
@@ -121,10 +160,10 @@ def test_the_trail_still_verifies_after_a_kill(interrupted, name):
 
 
 def test_a_run_after_a_kill_succeeds_and_chains_on(interrupted):
-    workspace = interrupted["kill-writing-trail"][0]
+    workspace = interrupted["kill-before-logging"][0]
     result = run_cli_here(["-q", *FORGET, "--out", "runs/second", "--no-audit"], cwd=workspace)
     assert result.code == 0, result.err
-    assert len(_trail_lines(workspace)) == 2 and (workspace / "runs" / "second" / "record.json").is_file()
+    assert len(_trail_lines(workspace)) == 3 and (workspace / "runs" / "second" / "record.json").is_file()
     assert run_cli_here(["verify", TRAIL], cwd=workspace).code == 0
 
 

@@ -210,8 +210,8 @@ def test_a_record_rewritten_to_match_swapped_outputs_is_caught_by_the_trail(run_
     (run / "record.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     assert _verify(run_copy, "runs/first/record.json").code == 0
     result = _verify(run_copy, "--json", "runs/audit-trail.jsonl")
-    assert result.code == 1 and json.loads(result.out)["bad_line"] == 1
-    message = "TAMPERED: line 1 names record first/record.json, whose SHA-256 no longer matches"
+    assert result.code == 1 and json.loads(result.out)["bad_line"] == 2  # line 1 is the trail's genesis
+    message = "TAMPERED: line 2 names record first/record.json, whose SHA-256 no longer matches"
     assert message in " ".join(result.err.split())
 
 
@@ -237,11 +237,12 @@ def test_a_trail_cut_after_its_last_run_is_caught(run_copy):
 
 
 def test_a_keyed_trail_catches_a_rechained_last_line_only_with_the_key(tmp_path, monkeypatch):
-    from auditkit.evidence.trail import append_to_trail, canonical_json
+    from auditkit.evidence.ledger import append_entry
+    from auditkit.evidence.signing import TrailKeys, canonical_json
 
     trail = tmp_path / "audit-trail.jsonl"
     for n in range(3):
-        append_to_trail(trail, {"kind": "forget", "passed": n != 2}, key=b"secret")
+        append_entry(trail, {"kind": "forget", "passed": n != 2}, keys=TrailKeys(hmac=b"secret"))
     lines = trail.read_text(encoding="utf-8").splitlines()
     last = json.loads(lines[-1])
     last["entry"]["passed"] = True  # a forger without the key keeps the chain but cannot redo the HMAC
@@ -252,7 +253,7 @@ def test_a_keyed_trail_catches_a_rechained_last_line_only_with_the_key(tmp_path,
     assert unkeyed.code == 0 and "set AUDITKIT_TRAIL_KEY to check them" in " ".join(unkeyed.err.split())
     monkeypatch.setenv("AUDITKIT_TRAIL_KEY", "secret")
     keyed = _verify(tmp_path, "--json", "audit-trail.jsonl")
-    assert keyed.code == 1 and json.loads(keyed.out)["bad_line"] == 3 and "wrong HMAC" in keyed.err
+    assert keyed.code == 1 and json.loads(keyed.out)["bad_line"] == 4 and "wrong HMAC" in keyed.err
 
 
 @pytest.mark.parametrize("content, code, problem", [

@@ -16,6 +16,7 @@ from auditkit.cli.forget import forget
 from auditkit.cli.ids import ids
 from auditkit.cli.plugins import plugins
 from auditkit.cli.report import report
+from auditkit.cli.trail import trail
 from auditkit.cli.train import train
 from auditkit.cli.verify import verify
 
@@ -52,12 +53,13 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, json_output: bool, thread
                           workers=workers)
 
 
-for command in (train, adopt, forget, audit, report, ids, plugins, doctor, verify):
+for command in (train, adopt, forget, audit, report, ids, plugins, doctor, verify, trail):
     cli.add_command(command)
 
 
 def _terminate(_signum: int, _frame: object) -> None:
-    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so staging folders are removed on the way out.
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so staging folders are removed on the way out;
+    # while the trail's publish protocol runs, both are held until it is done (auditkit.evidence.ledger).
     raise KeyboardInterrupt
 
 

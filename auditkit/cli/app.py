@@ -16,6 +16,7 @@ from rich.progress import Progress as ProgressBars
 from rich.text import Text
 
 from auditkit.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_RUNTIME, AuditkitError
+from auditkit.fsutil import forget_written, written
 from auditkit.messages import MAX_LINE, one_line
 from auditkit.progress import Progress, ProgressCallback
 
@@ -155,13 +156,17 @@ def run_cli(group: click.Group, args: list[str] | None = None) -> int:
     bug and gets a rich traceback (exit code 3).
     """
     argv = list(sys.argv[1:] if args is None else args)
+    forget_written()
     try:
         result = group.main(args=argv, standalone_mode=False)
     except AuditkitError as exc:
         return _fail(exc.message, exc.hint, exc.exit_code, json_output="--json" in argv,
                      problems=getattr(exc, "problems", None))
     except (click.exceptions.Abort, KeyboardInterrupt):
-        return _fail("interrupted; nothing was written", None, EXIT_INTERRUPTED, json_output="--json" in argv)
+        done = written()  # Ctrl-C or SIGTERM: say truthfully what is already in place
+        message = f"interrupted after writing {'; '.join(done)}" if done else "interrupted; nothing was written"
+        hint = "what is named above is complete; nothing else was written" if done else None
+        return _fail(message, hint, EXIT_INTERRUPTED, json_output="--json" in argv)
     except click.ClickException as exc:
         return _fail(exc.format_message(), "run the command with --help for its usage", EXIT_BAD_INPUT,
                      json_output="--json" in argv)

@@ -27,6 +27,8 @@ from auditkit.fsutil import atomic_write_text, sha256_file
 
 RECORD_SCHEMA_VERSION = 2
 RECORD_KINDS = ("forget", "audit")
+#: Fields a record may lack: added after schema_version 1 was first written.
+_OPTIONAL_FIELDS = ("trail",)
 
 
 def utc_now() -> str:
@@ -73,6 +75,9 @@ class RunRecord:
         audit: the :class:`auditkit.audit.results.AuditResult` as a dict (None with ``--no-audit``).
         provenance: versions, plugins, seed, config hash, host, UTC start/end, input hashes.
         outputs: SHA-256 of every file the run wrote beside the record (``model.pt``, ``report.html``).
+        trail: the audit trail that logged the run: ``{"id", "index", "file"}`` (the trail's ID, the
+            0-based line, and the trail's path relative to the run folder), written under the trail's
+            lock; None in records written before trails had IDs.
     """
 
     kind: str
@@ -86,6 +91,7 @@ class RunRecord:
     provenance: dict[str, Any]
     outputs: dict[str, str] = field(default_factory=dict)
     schema_version: int = RECORD_SCHEMA_VERSION
+    trail: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return to_json_value(asdict(self))
@@ -109,12 +115,12 @@ class RunRecord:
             raise InputError(f"{source} has schema_version {version!r}; this auditkit reads {RECORD_SCHEMA_VERSION}",
                              hint="render it with the auditkit version that wrote it (see provenance.auditkit)")
         names = [f.name for f in fields(cls)]
-        missing = [name for name in names if name not in data]
+        missing = [name for name in names if name not in data and name not in _OPTIONAL_FIELDS]
         if missing:
             raise InputError(f"{source} lacks the fields {', '.join(missing)}", hint=hint)
         if data["kind"] not in RECORD_KINDS:
             raise InputError(f"{source} has an unknown kind {data['kind']!r}", hint=hint)
-        return cls(**{name: data[name] for name in names})
+        return cls(**{name: data[name] for name in names if name in data})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RunRecord:
