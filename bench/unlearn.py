@@ -41,9 +41,11 @@ from auditkit.unlearning import split_signals
 
 DATASETS = ("digits", "mnist1d", "bbc-news", "breast-cancer")
 FRACTIONS = (3, 15, 30)
-#: Benchmark label → (method plugin, options). "nabla-tau-ps" is ∇τ with the per-sample ReLU.
+#: Benchmark label → (method plugin, options). "nabla-tau" is ∇τ's default (adaptive) preset,
+#: "nabla-tau-official" the official code's configuration, "nabla-tau-ps" the default with the per-sample ReLU.
 METHODS = {
     "nabla-tau": ("nabla-tau", {}),
+    "nabla-tau-official": ("nabla-tau", {"preset": "official"}),
     "nabla-tau-ps": ("nabla-tau", {"per_sample": True}),
     "finetune": ("finetune", {}),
     "neggrad-plus": ("neggrad-plus", {}),
