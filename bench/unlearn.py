@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import statistics
 import sys
@@ -125,6 +126,7 @@ def run_dataset(registry: Registry, name: str, *, seed: int, fractions, methods,
             method: UnlearningMethod = registry.create("methods", plugin_name, **options)
             task = task_for(copy.deepcopy(original))
             reset_peak_rss()
+            load = os.getloadavg()[0]
             started = time.perf_counter()
             outcome = method.unlearn(task)
             seconds = time.perf_counter() - started
@@ -133,7 +135,8 @@ def run_dataset(registry: Registry, name: str, *, seed: int, fractions, methods,
             unlearned.load_state_dict(outcome.state_dict)
             rows.append({**base, "method": label, **measure(unlearned, task_for(unlearned)), "seconds": seconds,
                          "peak_rss_mib": rss, "epochs": outcome.settings["epochs"],
-                         "batch_size": outcome.settings.get("batch_size"), "backend": outcome.backend})
+                         "batch_size": outcome.settings.get("batch_size"), "backend": outcome.backend,
+                         "loadavg_1min": load})
             log(rows[-1])
     return rows
 
@@ -239,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__, "threads": torch.get_num_threads()},
         "seconds_this_run": time.perf_counter() - started,
+        "loadavg_end": list(os.getloadavg()),
         "targets": {"mia_gap": 0.03, "acc_gap": 0.01, "time_ratio": 0.2},
         "summary": summary,
         "cells": rows,
