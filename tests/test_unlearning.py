@@ -472,3 +472,31 @@ def test_nabla_tau_forgets_like_retraining_on_mnist1d():
     assert original_accuracy - nabla_accuracy <= 0.02
     assert abs(nabla_mia - retrain_mia) < abs(finetune_mia - retrain_mia)
     assert nabla.history[-1]["mia"] == pytest.approx(nabla_mia)  # the history measures the same attack
+
+
+# --- the presets through the CLI and the Python API -----------------------------------------------
+
+def test_presets_through_the_cli_and_the_api(tmp_path, monkeypatch, capsys):
+    import auditkit
+    from auditkit.cli import cli
+    from auditkit.cli.app import run_cli
+    from auditkit.evidence.record import RunRecord
+
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(cli, ["-q", "train", "--epochs", "20", "--out", "digits.pt"]) == 0
+    data = DigitsDataset().load()
+    ids = sorted(data.ids[data.indices("train")][:12])
+    (tmp_path / "request.csv").write_text("id\n" + "\n".join(ids) + "\n", encoding="utf-8")
+    code = run_cli(cli, ["-q", "forget", "--checkpoint", "digits.pt", "--ids", "request.csv", "--no-audit",
+                         "--option", "preset=official", "--out", "runs/official"])
+    assert code == 0, capsys.readouterr().err
+    settings = RunRecord.load(tmp_path / "runs" / "official" / "record.json").method["settings"]
+    assert settings["preset"] == "official" and settings["epochs_rule"].endswith("(official)")
+    assert settings["alpha0"] == pytest.approx(5 / 3 * 12 / len(data.indices("train")))
+    record = auditkit.forget("digits.pt", "request.csv", out="runs/adaptive", audit=False)
+    adaptive = record.method["settings"]
+    assert adaptive["preset"] == "adaptive" and adaptive["gap"] > 0 and adaptive["step_scale"] > 1
+    assert all(entry["mia"] is None for entry in record.history)
+    with pytest.raises(InputError, match="preset"):
+        auditkit.forget("digits.pt", "request.csv", out="runs/bad", audit=False, method_options={"preset": "quick"})
+    assert not (tmp_path / "runs" / "bad").exists()
