@@ -29,16 +29,16 @@ class Application:
     json_output: bool = False
     console: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
     threads: int = 1
-    workers: int = 0
+    loader_workers: int = 0
 
     def start_torch(self) -> None:
-        """Import torch and apply --threads and --workers: called by the commands that run models."""
+        """Import torch and apply --threads and --loader-workers: called by the commands that run models."""
         import torch
 
-        from auditkit.data import set_workers
+        from auditkit.data import set_loader_workers
 
         torch.set_num_threads(self.threads)
-        set_workers(self.workers)
+        set_loader_workers(self.loader_workers)
 
     def info(self, message: str) -> None:
         """A human line on stderr (hidden by -q); ``message`` is printed without rich markup, and never
