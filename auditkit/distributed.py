@@ -263,8 +263,14 @@ def all_sum(values: Sequence[float]) -> list[float]:
     import torch.distributed as dist
 
     total = torch.tensor([float(v) for v in values], dtype=torch.float64)
-    _collective(lambda: dist.all_reduce(total), "summing the step's losses")
+    _collective(lambda: dist.all_reduce(total), "summing losses over the ranks")
     return total.tolist()
+
+
+def all_mean(values: Sequence[float]) -> list[float]:
+    """``values`` averaged element-wise over all ranks, in float64 (``values`` themselves alone)."""
+    size = world_size()
+    return [float(v) for v in values] if size == 1 else [total / size for total in all_sum(values)]
 
 
 def data_parallel(model: nn.Module) -> nn.Module:
@@ -290,7 +296,7 @@ def _quiet_elastic() -> dict[str, int]:
     ``error:``/``hint:`` pair); returns the levels to restore."""
     levels = {}
     for name in list(logging.root.manager.loggerDict):
-        if name.startswith("torch.distributed"):
+        if name.startswith(("torch.distributed", "torch.multiprocessing")):
             logger = logging.getLogger(name)
             levels[name] = logger.level
             logger.setLevel(logging.CRITICAL)
