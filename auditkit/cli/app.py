@@ -18,7 +18,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as ProgressBars
 from rich.text import Text
 
-from auditkit.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_RUNTIME, AuditkitError
+from auditkit.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INCONCLUSIVE,
+    EXIT_INTERRUPTED,
+    EXIT_POLICY_FAILED,
+    EXIT_RUNTIME,
+    AuditkitError,
+)
 from auditkit.fsutil import forget_written, written
 from auditkit.messages import MAX_LINE, one_line
 from auditkit.progress import Progress, ProgressCallback
@@ -184,11 +191,17 @@ def run_cli(group: click.Group, args: list[str] | None = None) -> int:
     ``"problems"``, every one, when the error lists several, e.g. a config file's); anything else is a
     bug and gets a rich traceback (exit code 3).
     """
+    from auditkit import distributed
+
     argv = list(sys.argv[1:] if args is None else args)
     code, failure = _invoke(group, argv)
     if failure is not None:
         return _fail(failure["message"], failure["hint"], code, json_output="--json" in argv,
                      problems=failure["problems"])
+    if code in (EXIT_POLICY_FAILED, EXIT_INCONCLUSIVE) and not distributed.is_writer():
+        # Under torchrun the first non-zero exit is "the" failure and the others are stopped: the writer's
+        # code alone carries the outcome, and a rank that finished its share exits 0.
+        return 0
     return code
 
 
