@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from auditkit import ops
+from auditkit import distributed, ops
 from auditkit.audit.metrics import lr_mia_accuracies
 from auditkit.audit.signals import SignalTable, compute_signals
 from auditkit.data import stream
@@ -381,10 +381,12 @@ def run_forget_loop(
     scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=config.lr_end_factor,
                                                   total_iters=config.epochs)
     # One read of both sets per step; streamed datasets prefetch the planned rows in DataLoader workers.
+    # Under a launch every rank draws the same global batches and trains on its share of each (DDP).
+    planned = step_batches(n_forget=n_forget, n_retain=n_retain, batch_size=config.batch_size, epochs=config.epochs,
+                           uses_forget_batch=objective.uses_forget_batch, generator=generator)
     steps = stream([task.data.rows(task.forget), task.data.rows(task.retain)],
-                   step_batches(n_forget=n_forget, n_retain=n_retain, batch_size=config.batch_size,
-                                epochs=config.epochs, uses_forget_batch=objective.uses_forget_batch,
-                                generator=generator), device=device)
+                   ((distributed.shard(f), distributed.shard(r)) for f, r in planned), device=device)
+    trained = distributed.data_parallel(model)
     history: list[dict[str, float]] = []
     backend = ""
     tau = float("nan")
@@ -393,18 +395,20 @@ def run_forget_loop(
         lr = optimizer.param_groups[0]["lr"]
         refresh = epoch % config.tau_every == 0
         if refresh:
-            tau = float(split_losses(model, task, splits=["validation"])["validation"].mean())
+            # Every rank holds the same model, so the mean is its own value; the all-reduce keeps them equal.
+            validation = split_losses(model, task, splits=["validation"])["validation"]
+            tau = distributed.all_mean([float(validation.mean())])[0]
             _check_finite(tau, "τ (the mean validation loss)", epoch, lr)
         model.train(config.train_mode)
         for _ in range(0, n_forget, config.batch_size):
             batch = next(steps)
             # One forward over both batches halves the calls; in eval mode (the default) it equals two
             # separate forwards, in train mode BatchNorm normalises the two batches together.
-            logits = model(batch.features)
+            logits = trained(batch.features)
             split, retain_rows = batch.sizes
             step = objective(logits[:split], batch.labels[:split], logits[split:], batch.labels[split:],
                              tau=tau, alpha=alpha)
-            loss = step.loss.item()
+            loss = distributed.all_mean([step.loss.item()])[0]  # every rank stops together on a bad step
             _check_finite(loss, f"the {config.method} loss", epoch, lr)
             optimizer.zero_grad(set_to_none=True)
             step.loss.backward()
@@ -414,8 +418,9 @@ def run_forget_loop(
             retain_count += retain_rows
         scheduler.step()
         if refresh or epoch == config.epochs - 1:
+            retain_total, retain_rows_total = distributed.all_sum([retain_sum, retain_count])
             history.append(_history_entry(model, task, epoch=epoch, tau=tau, alpha=alpha, lr=lr,
-                                          retain_loss=retain_sum / retain_count, with_mia=config.history_mia))
+                                          retain_loss=retain_total / retain_rows_total, with_mia=config.history_mia))
             retain_sum, retain_count = 0.0, 0
         entry = history[-1]
         mia = "" if entry["mia"] is None else f" · MIA {entry['mia']:.3f}"
@@ -442,6 +447,7 @@ def run_forget_loop(
         "n_forget": n_forget,
         "n_retain": n_retain,
         "n_validation": len(task.validation),
+        "world_size": distributed.world_size(),  # > 1: data-parallel, each rank on a share of every batch
         **config.extra_settings,
     }
     return UnlearningOutcome(state_dict=state_dict, history=history, settings=settings, backend=backend)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from auditkit.data import SampleSet
+from auditkit.distributed import map_units
 from auditkit.fsutil import atomic_write_bytes, sha256_bytes, sha256_file
 from auditkit.progress import Progress, ProgressCallback, no_progress
 from auditkit.training import TrainRecipe, train_model
@@ -96,8 +97,10 @@ def train_reference_models(
         f"{count} reference models needed: {count - cached} to train ({trainer.recipe.epochs} epochs each "
         f"on {len(retain) // 2} samples), {cached} cached in {cache_dir()}"
     )))
-    models, hashes = [], []
-    for k, (positions, model_seed, path) in enumerate(plans):
+    built: dict[int, nn.Module] = {}  # the models this process trained or loaded itself
+
+    def unit(k: int) -> tuple[dict[str, torch.Tensor], str]:
+        positions, model_seed, path = plans[k]
         model = _load(trainer, path)
         if model is None:
             torch.manual_seed(model_seed)
@@ -105,9 +108,22 @@ def train_reference_models(
             train_model(model, data.rows(positions), recipe=trainer.recipe, seed=model_seed, progress=progress,
                         stage=f"reference model {k + 1}/{count}")
             _save(model, path)
+        built[k] = model
+        if k + 1 < count:  # the last report comes once every unit is gathered
+            progress(Progress("reference-models", k + 1, count))
+        return {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}, sha256_file(path)
+
+    # Split across the workers of a launch (each model depends only on its index), gathered on every rank.
+    trained = map_units(unit, count, stage="reference models")
+    models, hashes = [], []
+    for k, (state, sha256) in enumerate(trained):
+        model = built.get(k)
+        if model is None:
+            model = trainer.build().to(trainer.device)
+            model.load_state_dict(state)
         models.append(model.eval())
-        hashes.append(sha256_file(path))
-        progress(Progress("reference-models", k + 1, count))
+        hashes.append(sha256)
+    progress(Progress("reference-models", count, count))
     return models, halves, hashes
 
 

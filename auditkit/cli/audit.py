@@ -28,6 +28,8 @@ def audit(app: Application, **flags) -> int:
     """
     from auditkit.pipeline import run_audit_checkpoint
 
+    if (code := app.scale_out()) is not None:  # --workers N: this command again, in N worker processes
+        return code
     app.start_torch()
 
     settings = settings_from_options(flags, kind="audit")
