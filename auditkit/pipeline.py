@@ -48,7 +48,7 @@ from auditkit.training import accuracy
 if TYPE_CHECKING:  # imported where used: `auditkit train` never needs scipy, scikit-learn or matplotlib
     from auditkit.audit.battery import AuditPlan
     from auditkit.audit.policy import Policy
-    from auditkit.audit.reference_models import ReferenceTrainer
+    from auditkit.audit.shadows import ReferenceTrainer
 
 MODEL_FILE = "model.pt"
 RETRAINED_FILE = "retrained.pt"
@@ -314,7 +314,7 @@ def _check_recipe(settings: RunSettings, resolved: _Resolved, manifest: Any, pat
 
 
 def _reference_trainer(loaded: _Loaded, registry: Registry, device: torch.device) -> ReferenceTrainer:
-    from auditkit.audit.reference_models import ReferenceTrainer
+    from auditkit.audit.shadows import ReferenceTrainer
 
     manifest = loaded.checkpoint.manifest
     return ReferenceTrainer(build=model_builder(manifest, registry=registry), recipe=manifest.train_recipe,

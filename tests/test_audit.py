@@ -12,8 +12,8 @@ from torch import nn
 
 from auditkit.audit.battery import DEFAULT_ATTACKS, check_battery, run_audit
 from auditkit.audit.policy import LOSS_RATIO_CHECK, UTILITY_CHECK, Policy
-from auditkit.audit.reference_models import CACHE_ENV, ReferenceTrainer, cache_dir
 from auditkit.audit.results import AttackResult, AuditResult
+from auditkit.audit.shadows import CACHE_ENV, ReferenceTrainer, cache_dir
 from auditkit.audit.stats import RatioEstimate, bonferroni_level
 from auditkit.errors import InputError
 from auditkit.fsutil import sha256_file

@@ -27,8 +27,8 @@ from torch import nn
 
 from auditkit.audit.metrics import attack_metrics
 from auditkit.audit.policy import Policy
-from auditkit.audit.reference_models import ReferenceTrainer, train_reference_models
 from auditkit.audit.results import AttackResult, AuditResult, PowerRow, SampleExposure, UtilityRow
+from auditkit.audit.shadows import ReferenceTrainer, train_reference_models
 from auditkit.audit.signals import SignalTable, compute_signals
 from auditkit.audit.stats import POWER, RatioEstimate, minimum_detectable_auc, ratio_of_means, t_interval
 from auditkit.data import SampleSet
