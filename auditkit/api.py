@@ -265,7 +265,8 @@ def run_settings(
     folder = merged.output_dir or default_run_dir()
     return RunSettings(
         checkpoint=checkpoint, request=request, out=folder, trail=merged.audit_trail or folder.parent / TRAIL_FILE,
-        method=merged.method or "nabla-tau", method_options=dict(merged.method_options),
+        # `audit` has a method only when one is named: it says how the audited checkpoint was unlearned.
+        method=merged.method or ("nabla-tau" if kind == "forget" else None), method_options=dict(merged.method_options),
         attacks=list(merged.attacks) if merged.attacks else None, policy=dict(merged.policy),
         backend=merged.backend or "auto", seed=0 if merged.seed is None else merged.seed, audit=audit,
         include_ids=include_ids, force=force, id_column=merged.id_column, plugin_files=list(merged.plugins),

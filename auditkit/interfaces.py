@@ -147,7 +147,9 @@ class AttackInput:
     that no audited model was trained on (the validation split), for attacks that need reference points
     (RMIA's z samples, calibration). ``calibration``, given only to attacks that asked for reference
     models, holds retain rows with ``reference_members`` set (samples some reference models trained on),
-    for tuning an attack's parameters on a reference model (RMIA's ``a``).
+    for tuning an attack's parameters on a reference model (RMIA's ``a``). ``level``: the confidence of
+    each of the audit's verdicts (Bonferroni over its checks), for an attack that tests at an error rate
+    (u-lira's Benjamini–Hochberg rate is at most ``1 − level``).
     """
 
     target: SignalTable
@@ -155,6 +157,7 @@ class AttackInput:
     population: SignalTable
     seed: int
     calibration: SignalTable | None = None
+    level: float = 0.95
 
 
 @dataclass(frozen=True)
@@ -186,13 +189,16 @@ class AttackOutput:
     ``statistic``: optional headline instead of the AUC. ``parameters``: every parameter the attack
     tuned or resolved (e.g. RMIA's ``a``), recorded with its result. ``abstained``: None, or why the
     attack cannot decide on this input (e.g. too few members for its cross-validation); an abstaining
-    attack cannot make the audit pass or fail.
+    attack cannot make the audit pass or fail. ``per_example``: a per-example attack's decision on each
+    member row, ``{"id", "score", "p_value", "flagged"}`` each; the policy then fails the audit when any
+    ID is flagged (see :meth:`auditkit.audit.policy.Policy.judge`).
     """
 
     scores: np.ndarray | None
     statistic: Statistic | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     abstained: str | None = None
+    per_example: list[dict[str, Any]] | None = None
 
 
 class Attack(Plugin, ABC):
@@ -200,12 +206,25 @@ class Attack(Plugin, ABC):
 
     An attack whose :meth:`reference_models` is > 0 asks the battery to train that many reference
     models (on random halves of the retain set) and put their signals in
-    ``SignalTable.reference_logits``; such attacks are opt-in.
+    ``SignalTable.reference_logits``; such attacks are opt-in. One whose :meth:`shadow_pairs` is P > 0
+    asks for P shadow pairs (u-lira's): pair j's never-seen shadow trained on the retain set and its
+    unlearned one on the retain set plus the forget set, then unlearned with the audited run's method,
+    both with seed j (``SignalTable.never_seen_logits`` / ``unlearned_logits``); with
+    :meth:`shadow_pairs_on_halves`, on reference model j's retain half instead (the never-seen shadow is
+    then reference model j).
     """
 
     def reference_models(self) -> int:
         """How many reference models this attack needs (0 for attacks that use the target alone)."""
         return 0
+
+    def shadow_pairs(self) -> int:
+        """How many never-seen / unlearned shadow pairs this attack needs (0 for all but per-example attacks)."""
+        return 0
+
+    def shadow_pairs_on_halves(self) -> bool:
+        """Whether its shadow pairs train on reference models' retain halves rather than the whole retain set."""
+        return False
 
     def minimum_detectable_statistic(self, *, n_members: int, n_nonmembers: int, level: float) -> float | None:
         """For an attack that returns a :class:`Statistic`: the smallest value of it that a verdict at

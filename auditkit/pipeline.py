@@ -49,7 +49,7 @@ from auditkit.training import accuracy
 if TYPE_CHECKING:  # imported where used: `auditkit train` never needs scipy, scikit-learn or matplotlib
     from auditkit.audit.battery import AuditPlan
     from auditkit.audit.policy import Policy
-    from auditkit.audit.reference_models import ReferenceTrainer
+    from auditkit.audit.shadows import ShadowTrainer, ShadowUnlearning
 
 MODEL_FILE = "model.pt"
 RETRAINED_FILE = "retrained.pt"
@@ -76,7 +76,8 @@ class RunSettings:
     """What `auditkit forget` and `auditkit audit` need (the CLI merges auditkit.toml and flags into it).
 
     For ``forget``, ``checkpoint`` is the original model; for ``audit`` it is the model under audit and
-    ``original`` the model it came from. ``retrained`` is an optional model retrained without the
+    ``original`` the model it came from, and ``method`` (None unless given) says how it was unlearned, for
+    u-lira's unlearned shadows. ``retrained`` is an optional model retrained without the
     forget set, against which the verdicts are then judged; ``retrain_reference`` has ``forget`` train
     that model itself (the checkpoint's recipe on the retain set) and write it as retrained.pt.
     """
@@ -85,7 +86,7 @@ class RunSettings:
     request: Path
     out: Path
     trail: Path
-    method: str = "nabla-tau"
+    method: str | None = "nabla-tau"
     method_options: dict[str, Any] = field(default_factory=dict)
     attacks: list[str] | None = None
     attack_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -164,6 +165,7 @@ class _Resolved:
     backend: str
     device: torch.device
     ledger: RunLedger | None = None
+    shadow_method: UnlearningMethod | None = None  # `audit`: the method u-lira's unlearned shadows use
 
 
 def run_device(backend: str) -> torch.device:
@@ -202,13 +204,18 @@ def _resolve(settings: RunSettings, *, with_method: bool, progress: ProgressCall
         problems.append(InputError(f"an attack is listed twice in {', '.join(names)}", hint="list each attack once"))
     attacks = [attempt(lambda name=name: registry.create("attacks", name, **settings.attack_options.get(name, {})))
                for name in names]
+    shadow_method = None
+    if not with_method and settings.method is not None and any(a is not None and a.shadow_pairs() for a in attacks):
+        # `auditkit audit` of someone's unlearning: u-lira's shadows are unlearned the way --method says.
+        shadow_method = attempt(lambda: registry.create("methods", settings.method, **settings.method_options))
     for name in sorted(set(settings.attack_options) - set(names)):
         problems.append(InputError(f"--attack-option names attack {name!r}, which is not in the battery",
                                    hint=f"add {name} to --attacks, or drop its options"))
     policy = attempt(lambda: Policy.from_dict(settings.policy)) if settings.audit else None
     if settings.audit and policy is not None and all(attacks):
         # e.g. a battery without the policy's exposure attack: found now, not after the unlearning.
-        attempt(lambda: check_battery(attacks, policy, has_reference_trainer=True))
+        attempt(lambda: check_battery(attacks, policy, has_reference_trainer=True,
+                                      has_unlearning=with_method or shadow_method is not None))
     if len(problems) == 1:
         raise problems[0]
     if problems:
@@ -216,7 +223,7 @@ def _resolve(settings: RunSettings, *, with_method: bool, progress: ProgressCall
         listed = "; ".join(f"({i}) {p.message}" for i, p in enumerate(problems, start=1))
         raise type(problems[0])(f"{len(problems)} problems: {listed}",
                                 hint="; ".join(dict.fromkeys(p.hint for p in problems if p.hint)))
-    plugins = ([_plugin_entry(registry, "methods", settings.method)] if with_method else []) + \
+    plugins = ([_plugin_entry(registry, "methods", settings.method)] if with_method or shadow_method else []) + \
         [{**_plugin_entry(registry, "attacks", name), "options": dict(attack.options)}
          for name, attack in zip(names, attacks)]
     device = run_device(settings.backend)
@@ -236,7 +243,7 @@ def _resolve(settings: RunSettings, *, with_method: bool, progress: ProgressCall
         ledger.check()
 
     distributed.on_writer(check_outputs, stage="checking the outputs")
-    return _Resolved(registry, method, attacks, policy, plugins, backend, device, ledger)
+    return _Resolved(registry, method, attacks, policy, plugins, backend, device, ledger, shadow_method)
 
 
 # ---------------------------------------------------------------- train
@@ -310,8 +317,8 @@ def _check_recipe(settings: RunSettings, resolved: _Resolved, manifest: Any, pat
         return
     needs = [f"--method {settings.method}"] if resolved.method is not None and resolved.method.NEEDS_RECIPE else []
     needs += ["--retrain-reference"] if settings.retrain_reference else []
-    needs += [f"{a.PLUGIN_NAME} ({a.reference_models()} reference models)" for a in resolved.attacks
-              if a.reference_models()]
+    needs += [f"{a.PLUGIN_NAME} ({a.reference_models() + 2 * a.shadow_pairs()} shadow models)"
+              for a in resolved.attacks if a.reference_models() or a.shadow_pairs()]
     if needs:
         raise InputError(f"checkpoint {str(path)!r} records no training recipe (adopted without --recipe-option), "
                          f"which {', '.join(needs)} {'needs' if len(needs) == 1 else 'need'} to train models",
@@ -319,12 +326,23 @@ def _check_recipe(settings: RunSettings, resolved: _Resolved, manifest: Any, pat
                               "--recipe-option lr=LR (how the model was trained), or drop those options")
 
 
-def _reference_trainer(loaded: _Loaded, registry: Registry, device: torch.device) -> ReferenceTrainer:
-    from auditkit.audit.reference_models import ReferenceTrainer
+def _shadow_trainer(loaded: _Loaded, registry: Registry, device: torch.device) -> ShadowTrainer:
+    from auditkit.audit.shadows import ShadowTrainer
 
     manifest = loaded.checkpoint.manifest
-    return ReferenceTrainer(build=model_builder(manifest, registry=registry), recipe=manifest.train_recipe,
-                            model_key=manifest.describe_model(), device=device)
+    return ShadowTrainer(build=model_builder(manifest, registry=registry), recipe=manifest.train_recipe,
+                         model_key=manifest.describe_model(), device=device)
+
+
+def _shadow_unlearning(settings: RunSettings, resolved: _Resolved, loaded: _Loaded) -> ShadowUnlearning | None:
+    """The method (the run's, or `audit`'s --method) that u-lira's unlearned shadows are put through."""
+    from auditkit.audit.shadows import ShadowUnlearning
+
+    method = resolved.method or resolved.shadow_method
+    if method is None or not any(a.shadow_pairs() for a in resolved.attacks):
+        return None
+    return ShadowUnlearning(method=method, method_name=settings.method, forget=loaded.forget,
+                            validation=loaded.validation, test=loaded.test, backend=resolved.backend)
 
 
 def _prepare_audit(settings: RunSettings, resolved: _Resolved, loaded: _Loaded, original: torch.nn.Module,
@@ -333,13 +351,13 @@ def _prepare_audit(settings: RunSettings, resolved: _Resolved, loaded: _Loaded, 
     plugin fails and an audit that cannot pass is announced in seconds (the deletion still goes ahead)."""
     from auditkit.audit.battery import prepare_audit
 
-    needs_references = any(a.reference_models() for a in resolved.attacks)
+    needs_references = any(a.reference_models() or a.shadow_pairs() for a in resolved.attacks)
     return prepare_audit(
         data=loaded.data, forget=loaded.forget, retain=loaded.retain, validation=loaded.validation,
         test=loaded.test, original=original, attacks=resolved.attacks, policy=resolved.policy, seed=settings.seed,
         backend=settings.backend,
-        reference_trainer=_reference_trainer(loaded, resolved.registry, resolved.device) if needs_references else None,
-        progress=progress,
+        reference_trainer=_shadow_trainer(loaded, resolved.registry, resolved.device) if needs_references else None,
+        shadow_unlearning=_shadow_unlearning(settings, resolved, loaded), progress=progress,
     )
 
 
@@ -347,8 +365,12 @@ def _audit_summary(audit: dict[str, Any] | None) -> dict[str, Any]:
     """The record summary's verdict fields: ``outcome``, ``passed`` (True/False/None) and why."""
     if audit is None:
         return {"outcome": None, "passed": None, "outcome_reason": None}
+    per_example = {a["attack"]: {"flagged": sum(row["flagged"] for row in a["per_example"]), "ids": len(a["per_example"])}
+                   for a in audit["attacks"] if a.get("per_example") is not None
+                   and (a["model"], a["population"]) == ("unlearned", "forget")}
     return {"outcome": audit["outcome"], "passed": audit["passed"],
-            "outcome_reason": "; ".join(filter(None, (audit["outcome_reason"], audit["conclusive_hint"])))}
+            "outcome_reason": "; ".join(filter(None, (audit["outcome_reason"], audit["conclusive_hint"]))),
+            **({"per_example": per_example} if per_example else {})}
 
 
 def _request_block(settings: RunSettings, loaded: _Loaded) -> dict[str, Any]:

@@ -19,11 +19,12 @@ from test_signals import CountingIdentity, logit_set
 GROUP_SIZES = {"forget": 120, "test": 200, "validation": 150, "retain": 160}
 
 
-def synthetic_input(*, seed: int, references: int = 0, member_effect: float = 2.0) -> AttackInput:
+def synthetic_input(*, seed: int, references: int = 0, member_effect: float = 2.0, pairs: int = 0) -> AttackInput:
     """Rows whose true-class margin is ``difficulty + member_effect·[trained on it]`` under every model.
 
     Each row has its own difficulty, shared by the target and the reference models, as real samples do;
-    the target trained on the forget rows, reference model k on a random half of the retain rows.
+    the target trained on the forget rows, reference model k on a random half of the retain rows. With
+    ``pairs``, u-lira's shadow pairs: never-seen ones, and unlearned ones that kept half the member effect.
     """
     rng = np.random.default_rng(seed)
     groups = np.repeat(list(GROUP_SIZES), list(GROUP_SIZES.values()))
@@ -44,6 +45,9 @@ def synthetic_input(*, seed: int, references: int = 0, member_effect: float = 2.
     if references:
         table = dataclasses.replace(table, reference_logits=np.stack([logits(m) for m in members]),
                                     reference_members=members)
+    if pairs:
+        table = dataclasses.replace(table, never_seen_logits=np.stack([logits(groups == "") for _ in range(pairs)]),
+                                    unlearned_logits=np.stack([logits(0.5 * (groups == "forget")) for _ in range(pairs)]))
     target = table.take((groups == "forget") | (groups == "test"))
     return AttackInput(target=target, members=target.groups == "forget", population=table.group("validation"),
                        seed=seed, calibration=table.group("retain") if references else None)
@@ -51,7 +55,8 @@ def synthetic_input(*, seed: int, references: int = 0, member_effect: float = 2.
 
 def reference_options(registry: Registry, name: str) -> dict:
     # The reference-model attacks run here with few (synthetic) reference models to stay fast.
-    return {"references": 4} if "references" in registry.get("attacks", name).OPTIONS else {}
+    options = registry.get("attacks", name).OPTIONS
+    return {"references": 4} if "references" in options else {"shadows": 8} if "shadows" in options else {}
 
 
 REGISTRY = Registry.default()
@@ -59,14 +64,14 @@ REGISTRY = Registry.default()
 
 def test_every_builtin_attack_is_registered():
     expected = {"lr-loss", "lr-entropy", "loss", "entropy", "modified-entropy", "confidence", "grad-norm",
-                "lira-offline", "rmia"}
+                "lira-offline", "rmia", "u-lira"}
     assert expected <= set(REGISTRY.names("attacks"))
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("attacks"))
 def test_higher_score_means_member(name):
     attack = REGISTRY.create("attacks", name, **reference_options(REGISTRY, name))
-    data = synthetic_input(seed=1, references=attack.reference_models())
+    data = synthetic_input(seed=1, references=attack.reference_models(), pairs=attack.shadow_pairs())
     output = attack.score(data)
     assert output.scores.shape == (len(data.target),) and np.isfinite(output.scores).all()
     assert roc_auc_score(data.members, output.scores) > 0.8

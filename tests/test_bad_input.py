@@ -33,6 +33,8 @@ from reliability_helpers import (
 )
 
 RUN = [*FORGET, "--out", "runs/new"]
+# Without fast.toml, whose [method] table would say how the audited checkpoint was unlearned.
+AUDIT = ["audit", "--ids", "request.csv", "--checkpoint", "model.pt", "--original", "model.pt", "--out", "runs/new"]
 MARKER = "pwned.txt"
 
 
@@ -493,6 +495,23 @@ CASES = [
          env={"AUDITKIT_THREADS": "99999999999"}),
     Case("audit-without-checkpoint", ["audit", "--ids", "request.csv", "--out", "runs/new"],
          problem="needs --checkpoint", hint="--help"),
+    # u-lira: refused before any shadow is trained
+    Case("ulira-odd-shadows", [*RUN, "--attacks", "loss,u-lira", "--attack-option", "u-lira.shadows=5"],
+         problem=r"u-lira option shadows=5 must be an even number of at least 4", hint="u-lira.shadows=16"),
+    Case("ulira-too-few-shadows", [*RUN, "--attacks", "loss,u-lira", "--attack-option", "u-lira.shadows=2"],
+         problem=r"u-lira option shadows=2 must be an even number of at least 4", hint="u-lira.shadows=16"),
+    Case("ulira-variance-unknown", [*RUN, "--attacks", "loss,u-lira", "--attack-option", "u-lira.variance=fixed"],
+         problem=r"u-lira option variance='fixed' is not one of global, per-example", hint="variance=global"),
+    Case("ulira-checkpoint-without-recipe", [*RUN[:4], "bad.pt", *RUN[5:], "--method", "finetune", "--attacks",
+                                             "loss,u-lira"],
+         problem=r"records no training recipe .* which u-lira \(16 shadow models\) needs", hint="--recipe-option",
+         setup=_manifest(recipe=None)),
+    Case("audit-ulira-without-method", [*AUDIT, "--attacks", "loss,u-lira"],
+         problem=r"u-lira unlearns shadow models with the audited run's method, and none was given",
+         hint=r"--method NAME"),
+    Case("audit-method-without-ulira", [*AUDIT, "--method", "nabla-tau"],
+         problem=r"--method and --option say how the audited checkpoint was unlearned, which only u-lira uses",
+         hint="add u-lira to --attacks"),
 ]
 
 

@@ -27,8 +27,8 @@ from torch import nn
 
 from auditkit.audit.metrics import attack_metrics
 from auditkit.audit.policy import Policy
-from auditkit.audit.reference_models import ReferenceTrainer, train_reference_models
 from auditkit.audit.results import AttackResult, AuditResult, PowerRow, SampleExposure, UtilityRow
+from auditkit.audit.shadows import ShadowTrainer, ShadowUnlearning, train_shadows
 from auditkit.audit.signals import SignalTable, compute_signals
 from auditkit.audit.stats import POWER, RatioEstimate, minimum_detectable_auc, ratio_of_means, t_interval
 from auditkit.data import SampleSet
@@ -37,7 +37,7 @@ from auditkit.interfaces import Attack, AttackInput, AttackOutput
 from auditkit.progress import Progress, ProgressCallback, no_progress
 
 DEFAULT_ATTACKS = ("lr-loss", "lr-entropy", "loss", "entropy", "modified-entropy", "confidence", "grad-norm")
-"""The battery run when none is chosen; the reference-model attacks (lira-offline, rmia) are opt-in."""
+"""The battery run when none is chosen; the shadow-model attacks (lira-offline, rmia, u-lira) are opt-in."""
 
 
 MODEL_NAMES = ("original", "unlearned", "retrained")
@@ -58,6 +58,11 @@ METHODS = {
     "tpr_at_fpr": "TPR at the threshold only 1 % (0.1 %) of non-members exceed, exact 95 % Clopper–Pearson interval",
     "epsilon_lower_bound": "δ = 1e-5; threshold and DP inequality chosen on a seeded half of the members and "
                            "non-members, 95 % Clopper–Pearson bounds on that one threshold on the other half",
+    "u_lira": "per forgotten ID, Gaussians of the logit-scaled confidence under K/2 unlearned and K/2 never-seen "
+              "shadows (Hayes et al. 2024), log likelihood ratio of the audited model's value, p-value = the "
+              "never-seen predictive distribution's mass where the ratio is at least as high (closed form: a "
+              "quadratic region), Benjamini–Hochberg at min(fdr, 1 − verdict level); flagged share with a 95 % "
+              "Clopper–Pearson interval; held-out balanced accuracy by leaving one shadow pair out",
     "forget_loss_ratio": "mean forget loss / mean test loss; interval from the pivot mean(A)/mean(B) of "
                          "test losses resampled at both sets' sizes (valid for heavy-tailed losses under "
                          "forget ~ R · test); abstains below 2 forgotten samples",
@@ -65,8 +70,12 @@ METHODS = {
 """How each statistic in the result was computed (recorded as ``AuditResult.methods``)."""
 
 
-def check_battery(attacks: list[Attack], policy: Policy, *, has_reference_trainer: bool) -> None:
-    """Fail early (before any training or unlearning) on a battery that :func:`run_audit` would reject."""
+def check_battery(attacks: list[Attack], policy: Policy, *, has_reference_trainer: bool,
+                  has_unlearning: bool = False) -> None:
+    """Fail early (before any training or unlearning) on a battery that :func:`run_audit` would reject.
+
+    ``has_unlearning``: the audited run's unlearning method is known (u-lira's unlearned shadows need it).
+    """
     names = [attack.PLUGIN_NAME for attack in attacks]
     if not names:
         raise InputError("the attack battery is empty", hint=f"name at least one attack, e.g. {DEFAULT_ATTACKS[0]}")
@@ -75,10 +84,15 @@ def check_battery(attacks: list[Attack], policy: Policy, *, has_reference_traine
     if policy.exposure_attack not in names:
         raise InputError(f"the policy's exposure attack {policy.exposure_attack!r} is not in the battery",
                          hint=f"add it to the attacks or set exposure_attack to one of {', '.join(names)}")
-    needy = [attack.PLUGIN_NAME for attack in attacks if attack.reference_models()]
+    needy = [attack.PLUGIN_NAME for attack in attacks if attack.reference_models() or attack.shadow_pairs()]
     if needy and not has_reference_trainer:
         raise InputError(f"{', '.join(needy)} need reference models but no reference trainer was given",
                          hint="audit a checkpoint with a recorded training recipe, or drop those attacks")
+    unlearning = [attack.PLUGIN_NAME for attack in attacks if attack.shadow_pairs()]
+    if unlearning and not has_unlearning:
+        raise InputError(f"{', '.join(unlearning)} unlearns shadow models with the audited run's method, and none "
+                         "was given", hint="name how the audited checkpoint was unlearned: --method NAME "
+                                           "[--option KEY=VALUE], or drop u-lira")
 
 
 @dataclass
@@ -103,6 +117,8 @@ class AuditPlan:
     reference_models: list[nn.Module] | None
     reference_members: np.ndarray | None
     reference_hashes: list[str]
+    pair_hashes: tuple[list[str], list[str]]
+    unlearning: dict | None
     tables: dict[str, SignalTable]
     results: list[AttackResult]
     power: list[PowerRow]
@@ -127,7 +143,8 @@ def prepare_audit(
     policy: Policy,
     seed: int,
     backend: str = "auto",
-    reference_trainer: ReferenceTrainer | None = None,
+    reference_trainer: ShadowTrainer | None = None,
+    shadow_unlearning: ShadowUnlearning | None = None,
     progress: ProgressCallback = no_progress,
 ) -> AuditPlan:
     """Phase one: everything the audit needs from the original model, before any unlearning.
@@ -140,8 +157,14 @@ def prepare_audit(
     for name, group in (("forget", forget), ("retain", retain), ("test", test)):
         if len(group) == 0:
             raise InputError(f"the {name} set is empty", hint="check the deletion request and the dataset split")
-    check_battery(attacks, policy, has_reference_trainer=reference_trainer is not None)
+    check_battery(attacks, policy, has_reference_trainer=reference_trainer is not None,
+                  has_unlearning=shadow_unlearning is not None)
     reference_count = max((attack.reference_models() for attack in attacks), default=0)
+    pairs = max((attack.shadow_pairs() for attack in attacks), default=0)
+    on_halves = {attack.shadow_pairs_on_halves() for attack in attacks if attack.shadow_pairs()}
+    if len(on_halves) > 1:
+        raise InputError("the battery's per-example attacks ask for shadow pairs on halves and on the whole retain "
+                         "set at once", hint="run them in separate audits (the shadows are cached)")
 
     rng = np.random.default_rng(seed)
     retain_sample = np.sort(rng.choice(retain, size=min(policy.retain_sample_size, len(retain)), replace=False))
@@ -149,25 +172,39 @@ def prepare_audit(
     groups = np.repeat(["forget", "retain", "test", "validation"],
                        [len(forget), len(retain_sample), len(test), len(validation)])
 
-    reference_models, reference_members, reference_hashes = None, None, []
-    if reference_count:
+    reference_models, reference_members, reference_hashes, pair_hashes = None, None, [], ([], [])
+    shadow_models: list[nn.Module] = []
+    if reference_count or pairs:
         # The largest count any attack asks for is trained once; each attack then gets its first K.
-        reference_models, halves, reference_hashes = train_reference_models(
-            reference_trainer, data=data, retain=retain, count=reference_count, seed=seed, progress=progress
-        )
+        halves_only = on_halves == {True}
+        shadows = train_shadows(reference_trainer, data=data, retain=retain, references=reference_count, seed=seed,
+                                pairs=pairs, unlearning=shadow_unlearning, halves_only=halves_only, progress=progress)
+        reference_models, reference_hashes = shadows.references, shadows.reference_hashes
+        pair_hashes = (shadows.never_seen_hashes, shadows.unlearned_hashes)
         # Which audited rows each reference model trained on: only retain rows can be members.
-        reference_members = np.zeros((reference_count, len(positions)), dtype=bool)
-        for k in range(reference_count):
-            reference_members[k] = np.isin(positions, retain[halves[k]])
+        reference_members = np.zeros((len(reference_models), len(positions)), dtype=bool)
+        for k in range(len(reference_models)):
+            reference_members[k] = np.isin(positions, retain[shadows.halves[k]])
+        # One forward pass for every shadow model (on halves, the never-seen ones are reference models).
+        shadow_models = [*reference_models, *([] if halves_only else shadows.never_seen), *shadows.unlearned]
 
     table = compute_signals(original, data, positions, groups, model_name="original", backend=backend,
-                            reference_models=reference_models, reference_members=reference_members)
+                            reference_models=shadow_models or None)
+    if shadow_models:
+        logits, count = table.reference_logits, len(reference_models)
+        never_seen = logits[:pairs] if halves_only else logits[count:count + pairs]
+        table = dataclasses.replace(table, reference_logits=logits[:count] if count else None,
+                                    reference_members=reference_members if count else None,
+                                    never_seen_logits=never_seen if pairs else None,
+                                    unlearned_logits=logits[len(logits) - pairs:] if pairs else None)
     progress(Progress("signals", 1, 1, message="original"))
     level = policy.verdict_level(len(attacks) + 1)
     plan = AuditPlan(data=data, forget=forget, retain=retain, test=test, positions=positions, groups=groups,
                      attacks=attacks, policy=policy, seed=seed, backend=backend, level=level,
                      reference_models=reference_models, reference_members=reference_members,
-                     reference_hashes=reference_hashes, tables={"original": table}, results=[], power=[],
+                     reference_hashes=reference_hashes, pair_hashes=pair_hashes,
+                     unlearning=shadow_unlearning.key() if shadow_unlearning and pairs else None,
+                     tables={"original": table}, results=[], power=[],
                      diagnosis="", conclusive_hint=None)
     plan.results = _attack_results(plan, table, progress=progress)
     higher = _forget_loss_higher(table)
@@ -189,14 +226,15 @@ def complete_audit(
     progress: ProgressCallback = no_progress,
 ) -> AuditResult:
     """Phase two: the unlearned (and retrained) model's signals and attacks, the verdicts and the outcome."""
-    reference_logits = plan.tables["original"].reference_logits
+    shadows = plan.tables["original"]
     models = {"unlearned": unlearned, **({"retrained": retrained} if retrained is not None else {})}
     for done, (name, model) in enumerate(models.items()):
         table = compute_signals(model, plan.data, plan.positions, plan.groups, model_name=name, backend=plan.backend)
-        if reference_logits is not None:
-            # The reference models' logits do not depend on the audited model: computed once, shared.
-            table = dataclasses.replace(table, reference_logits=reference_logits,
-                                        reference_members=plan.reference_members)
+        # The shadow models' logits do not depend on the audited model: computed once, shared.
+        table = dataclasses.replace(table, reference_logits=shadows.reference_logits,
+                                    reference_members=shadows.reference_members,
+                                    never_seen_logits=shadows.never_seen_logits,
+                                    unlearned_logits=shadows.unlearned_logits)
         plan.tables[name] = table
         progress(Progress("signals", done + 1, len(models), message=name))
         plan.results += _attack_results(plan, table, progress=progress)
@@ -246,7 +284,8 @@ def run_audit(
     policy: Policy,
     seed: int,
     backend: str = "auto",
-    reference_trainer: ReferenceTrainer | None = None,
+    reference_trainer: ShadowTrainer | None = None,
+    shadow_unlearning: ShadowUnlearning | None = None,
     progress: ProgressCallback = no_progress,
 ) -> AuditResult:
     """Run the battery and judge the unlearned model: :func:`prepare_audit` then :func:`complete_audit`.
@@ -260,6 +299,7 @@ def run_audit(
         backend: op backend for the gradient-norm signal.
         reference_trainer: trains the reference models that attacks such as ``lira-offline`` and
             ``rmia`` ask for (required only then); they are cached on disk.
+        shadow_unlearning: the audited run's method, for the unlearned shadows ``u-lira`` asks for.
         progress: receives ``signals``, ``reference-models``, ``attacks`` and ``power`` stage reports;
             the cost of the reference models is announced before any of them is trained.
     """
@@ -270,7 +310,7 @@ def run_audit(
                          hint="pass models={'original': ..., 'unlearned': ...} and optionally 'retrained'")
     plan = prepare_audit(data=data, forget=forget, retain=retain, validation=validation, test=test,
                          original=models["original"], attacks=attacks, policy=policy, seed=seed, backend=backend,
-                         reference_trainer=reference_trainer, progress=progress)
+                         reference_trainer=reference_trainer, shadow_unlearning=shadow_unlearning, progress=progress)
     return complete_audit(plan, unlearned=models["unlearned"], retrained=models.get("retrained"), progress=progress)
 
 
@@ -283,14 +323,16 @@ def _find(results: list[AttackResult], attack: str, model: str, population: str 
     return next((r for r in results if (r.attack, r.model, r.population) == (attack, model, population)), None)
 
 
-def _with_references(table: SignalTable, count: int) -> SignalTable:
-    """``table`` carrying only its first ``count`` reference models (none for ``count`` = 0)."""
-    if table.reference_logits is None:
-        return table
-    if count == 0:
-        return dataclasses.replace(table, reference_logits=None, reference_members=None)
-    members = table.reference_members[:count] if table.reference_members is not None else None
-    return dataclasses.replace(table, reference_logits=table.reference_logits[:count], reference_members=members)
+def _with_references(table: SignalTable, count: int, pairs: int = 0) -> SignalTable:
+    """``table`` carrying only its first ``count`` reference models and first ``pairs`` shadow pairs (none for 0)."""
+
+    def first(values: np.ndarray | None, k: int) -> np.ndarray | None:
+        return values[:k] if k and values is not None else None
+
+    return dataclasses.replace(table, reference_logits=first(table.reference_logits, count),
+                               reference_members=first(table.reference_members, count),
+                               never_seen_logits=first(table.never_seen_logits, pairs),
+                               unlearned_logits=first(table.unlearned_logits, pairs))
 
 
 def _attack_results(plan: AuditPlan, table: SignalTable, *, progress: ProgressCallback) -> list[AttackResult]:
@@ -303,16 +345,19 @@ def _attack_results(plan: AuditPlan, table: SignalTable, *, progress: ProgressCa
         members = rows.groups == group
         n_members, n_nonmembers = int(members.sum()), int((~members).sum())
         for attack in plan.attacks:
-            count = attack.reference_models()
+            count, pairs = attack.reference_models(), attack.shadow_pairs()
             output = attack.score(AttackInput(
-                target=_with_references(rows, count), members=members,
-                population=_with_references(population, count), seed=plan.seed,
-                calibration=_with_references(calibration, count) if count else None,
+                target=_with_references(rows, count, pairs), members=members,
+                population=_with_references(population, count, pairs), seed=plan.seed,
+                calibration=_with_references(calibration, count, pairs) if count else None, level=plan.level,
             ))
             scores = _checked_scores(attack, output, len(rows))
             result = _result(attack, output, scores, members, model=table.model, population=group,
                              level=plan.level, seed=plan.seed)
-            result.reference_models = list(plan.reference_hashes[:count])
+            result.reference_models = [*plan.reference_hashes[:count], *plan.pair_hashes[0][:pairs],
+                                       *plan.pair_hashes[1][:pairs]]
+            if pairs and plan.unlearning is not None:
+                result.parameters["unlearned_shadows"] = {**plan.unlearning, "pairs": pairs}
             if result.headline == "auc":
                 result.minimum_detectable = _minimum_detectable_auc(n_members, n_nonmembers, plan.level)
             else:
@@ -358,7 +403,7 @@ def _result(attack: Attack, output: AttackOutput, scores: np.ndarray | None, mem
     n_members, n_nonmembers = int(members.sum()), int((~members).sum())
     statistic = output.statistic
     base = {"attack": attack.PLUGIN_NAME, "model": model, "population": population,
-            "parameters": dict(output.parameters)}
+            "parameters": dict(output.parameters), "per_example": output.per_example}
     metrics = None
     rankable = scores is not None and n_members >= 2 and n_nonmembers >= 2 and scores.min() < scores.max()
     if rankable:

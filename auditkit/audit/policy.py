@@ -6,6 +6,13 @@ at least one attack must have been able to fail it, i.e. it detects leakage on t
 forget set (before unlearning there was something to find) and its minimum detectable effect at this
 request size is within the policy's ``detectable_margin`` of chance. Otherwise the audit had no power
 and says so: inconclusive, with why and what would make it conclusive.
+
+A per-example attack (u-lira: a result with ``per_example``) is judged by its flags instead: it fails the
+audit when it flags any forgotten ID on the unlearned model, and it could have failed it when it flags
+the original model's forgotten IDs, at any request size. Its flags come from Benjamini–Hochberg at
+``min(fdr, 1 − level)``, ``level`` the Bonferroni share of ``confidence`` that every check gets, so a
+model that never saw the IDs is flagged with probability at most 1 − level and the audit's family-wise
+error stays within 1 − ``confidence``.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Any
 
 from scipy.stats import norm
 
-from auditkit.audit.results import HEADLINE_LABELS, AttackResult, PowerRow, Verdict
+from auditkit.audit.results import FLAGGED_SHARE, HEADLINE_LABELS, AttackResult, PowerRow, Verdict
 from auditkit.audit.stats import RatioEstimate, bonferroni_level, members_needed, t_interval
 from auditkit.errors import InputError
 
@@ -27,8 +34,11 @@ UTILITY_CHECK = "test-accuracy-drop"
 """Name of the verdict on the fall in test accuracy."""
 FAILING = ("fail", "over-forgetting")
 """Verdict statuses that fail an audit."""
-REFERENCE_ATTACKS = "lira-offline, rmia"
+REFERENCE_ATTACKS = "lira-offline, rmia, u-lira"
 """The built-in attacks with reference models, named in hints."""
+PER_EXAMPLE_HINT = ("u-lira (--attacks loss,u-lira) decides each forgotten ID on its own, at any request size, "
+                    "even one ID, at the cost of K shadow trainings and K/2 unlearning runs")
+"""Named in the hints of an audit that a population attack cannot decide."""
 
 
 def headline_interval(result: AttackResult, level: float) -> tuple[float, float]:
@@ -155,6 +165,8 @@ class Policy:
         reference = retrained.headline_value if retrained is not None and not retrained.abstained else None
         if result.abstained:
             return Verdict(result.attack, "abstained", None, None, reference, f"abstained: {result.abstained}", level)
+        if result.per_example is not None:
+            return _judge_per_example(result, reference, level)
         chance = chance_of(result)
         value = result.headline_value
         low, high = headline_interval(result, level)
@@ -216,6 +228,12 @@ class Policy:
         if original.abstained:
             return PowerRow(original.attack, original.headline, chance, original.minimum_detectable, None, None,
                             False, False, False, original.abstained)
+        if original.per_example is not None:
+            # One flag fails the verdict at any request size, so no margin is needed: the attack could have
+            # failed the audit exactly when it flags the original model's forgotten IDs.
+            detects = any(row["flagged"] for row in original.per_example)
+            return PowerRow(original.attack, original.headline, chance, original.minimum_detectable,
+                            original.headline_value, original.headline_ci, detects, True, detects)
         low, high = headline_interval(original, level)
         detects = low > chance and (original.statistic is None or not forget_loss_higher)
         detectable = original.minimum_detectable
@@ -226,8 +244,15 @@ class Policy:
     def diagnose(self, power: Sequence[PowerRow], *, n_forget: int, n_test: int, level: float) -> tuple[str, str | None]:
         """Why the battery can or cannot pass this request, and (when it cannot) what would make it conclusive."""
         conclusive = [p for p in power if p.conclusive]
+        population = [p for p in conclusive if p.headline != FLAGGED_SHARE]
+        if conclusive and not population:
+            best = conclusive[0]
+            flagged = round(best.original_value * n_forget)
+            return (f"{best.attack} flags {flagged:,} of {n_forget:,} forgotten ID{'s' if n_forget != 1 else ''} on the "
+                    f"original model (Benjamini–Hochberg, each check at {level:.1%}), so an ID still exposed after "
+                    "unlearning would be flagged too"), None
         if conclusive:
-            best = min(conclusive, key=lambda p: p.minimum_detectable - p.chance)
+            best = min(population, key=lambda p: p.minimum_detectable - p.chance)
             label = headline_label(best.headline)
             return (f"{best.attack} detects the original model's leak ({label} {best.original_value:.3f}, "
                     f"{_interval(*best.original_ci)} at {level:.1%}) and would detect {label} ≥ "
@@ -242,7 +267,7 @@ class Policy:
         if not judged:
             listed = "; ".join(f"{p.attack}: {p.abstained}" for p in power)
             return (f"every attack abstains with {n_forget:,} forgotten sample{'s' if n_forget != 1 else ''} ({listed})",
-                    f"{more}; the per-sample exposure table still shows whether each forgotten ID stands out")
+                    f"{more}; or {PER_EXAMPLE_HINT}")
         detecting = [p for p in judged if p.detects_original]
         if not detecting:
             strongest = max(judged, key=lambda p: p.original_value - p.chance)
@@ -250,14 +275,16 @@ class Policy:
                     f"{headline_label(strongest.headline)} {strongest.original_value:.3f}, {_interval(*strongest.original_ci)} at "
                     f"{level:.1%}): with nothing to find before unlearning, a pass would mean nothing",
                     f"attacks with reference models ({REFERENCE_ATTACKS}) can see leakage the population attacks "
-                    "miss; if they do not either, the original model never measurably memorised these samples")
+                    "miss (u-lira per forgotten ID); if they do not either, the original model never measurably "
+                    "memorised these samples")
         best = min(detecting, key=lambda p: (p.minimum_detectable is None, (p.minimum_detectable or 1) - p.chance))
         label = headline_label(best.headline)
         smallest = "no leak at all" if best.minimum_detectable is None else f"{label} ≥ {best.minimum_detectable:.3f}"
         return (f"the original model leaks ({best.attack} {label} {best.original_value:.3f}), but "
                 f"{n_forget:,} forgotten samples are too few to rule out a smaller leak: at 80 % power the battery "
                 f"detects {smallest}, beyond the policy's detectable_margin {self.detectable_margin:g}",
-                f"{more}; or a policy with a larger detectable_margin (accepting that smaller leaks go unseen)")
+                f"{more}; or {PER_EXAMPLE_HINT}; or a policy with a larger detectable_margin (accepting that "
+                "smaller leaks go unseen)")
 
     def decide(self, verdicts: Sequence[Verdict], power: Sequence[PowerRow], *, n_forget: int, n_test: int,
                level: float) -> tuple[str, str, str | None]:
@@ -295,6 +322,23 @@ class Policy:
             status = "pass"
             reason = f"test accuracy {original:.1%} → {unlearned:.1%}, within {self.max_test_accuracy_drop:.1%}"
         return Verdict(UTILITY_CHECK, status, drop, (drop, drop), reference, reason, 1.0)
+
+
+def _judge_per_example(result: AttackResult, reference: float | None, level: float) -> Verdict:
+    """A per-example attack's verdict: fail when it flags any forgotten ID, pass otherwise."""
+    rows = result.per_example
+    flagged = [row for row in rows if row["flagged"]]
+    rate = result.parameters.get("bh_rate")
+    at = f"Benjamini–Hochberg at {rate:.3g}" if rate is not None else "its false-discovery control"
+    share = (float(result.headline_value), float(result.headline_value))
+    if flagged:
+        worst = min(flagged, key=lambda row: row["p_value"])
+        return Verdict(result.attack, "fail", result.headline_value, share, reference,
+                       f"{len(flagged):,} of {len(rows):,} forgotten IDs still look seen ({at}; smallest p-value "
+                       f"{worst['p_value']:.2g})", level)
+    smallest = min((row["p_value"] for row in rows), default=1.0)
+    return Verdict(result.attack, "pass", result.headline_value, share, reference,
+                   f"none of {len(rows):,} forgotten IDs is flagged ({at}; smallest p-value {smallest:.2g})", level)
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Policy)}

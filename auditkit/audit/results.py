@@ -56,7 +56,9 @@ class AttackResult:
     the per-sample scores cannot be ranked. ``minimum_detectable`` is the smallest headline a verdict at
     the audit's confidence detects with 80 % power at these sizes (None: nothing is detectable).
     ``reference_models`` lists the SHA-256 of each reference model the attack used (its first K of the
-    battery's), ``parameters`` every parameter it tuned or resolved (e.g. RMIA's ``a``).
+    battery's, then its unlearned shadows'), ``parameters`` every parameter it tuned or resolved (e.g. RMIA's
+    ``a``). ``per_example``: a per-example attack's (u-lira's) decision on each member ID, a list of
+    ``{"id", "score", "p_value", "flagged"}``; None for population attacks.
     """
 
     attack: str
@@ -73,6 +75,7 @@ class AttackResult:
     minimum_detectable: float | None = None
     reference_models: list[str] = field(default_factory=list)
     parameters: dict[str, Any] = field(default_factory=dict)
+    per_example: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -189,7 +192,10 @@ class AuditResult:
         return cls(**values)
 
 
-HEADLINE_LABELS = {"auc": "AUC", "lr_accuracy": "LR accuracy"}
+FLAGGED_SHARE = "flagged_share"
+"""The headline of a per-example attack (the share of forgotten IDs it flags), as u-lira names it."""
+
+HEADLINE_LABELS = {"auc": "AUC", "lr_accuracy": "LR accuracy", FLAGGED_SHARE: "flagged share"}
 """How headlines are named for people; an attack's own statistic keeps its name."""
 
 
@@ -199,7 +205,8 @@ def power_summary(audit: dict[str, Any]) -> str:
     for row in audit["power"]:
         if not row["abstained"]:
             by_headline.setdefault(row["headline"], row["minimum_detectable"])
-    parts = [f"{HEADLINE_LABELS.get(name, name)} ≥ {value:.3f}" if value is not None
+    parts = [("any single exposed ID (u-lira)" if name == FLAGGED_SHARE else
+              f"{HEADLINE_LABELS.get(name, name)} ≥ {value:.3f}") if value is not None
              else f"no {HEADLINE_LABELS.get(name, name)} at all" for name, value in by_headline.items()]
     detectors = [row["attack"] for row in audit["power"] if row["detects_original"]]
     losses = audit["losses"]["original"]

@@ -24,6 +24,9 @@ SIGNAL_COLUMNS = (
 )
 
 
+_PER_MODEL = ("reference_logits", "reference_members", "never_seen_logits", "unlearned_logits")  # [K, N, …]: rows on axis 1
+
+
 @dataclass(frozen=True, eq=False)
 class SignalTable:
     """Signals of one model over ``N`` audited samples, all float64.
@@ -44,6 +47,9 @@ class SignalTable:
             any forget, test or validation sample.
         reference_members: optional ``[K, N]`` bool, True where reference model k trained on row n
             (only retain rows can be True).
+        never_seen_logits / unlearned_logits: optional ``[P, N, C]`` logits of u-lira's P shadow pairs: pair j's
+            never-seen shadow trained on the retain set, its unlearned one on the retain set plus the forget
+            set and then unlearned with the audited run's method, both with seed j.
     """
 
     model: str
@@ -59,6 +65,8 @@ class SignalTable:
     grad_norm: np.ndarray
     reference_logits: np.ndarray | None = None
     reference_members: np.ndarray | None = None
+    never_seen_logits: np.ndarray | None = None
+    unlearned_logits: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -70,7 +78,7 @@ class SignalTable:
             value = getattr(self, f.name)
             if f.name == "model" or value is None:
                 continue
-            values[f.name] = value[:, index] if f.name.startswith("reference_") else value[index]
+            values[f.name] = value[:, index] if f.name in _PER_MODEL else value[index]
         return replace(self, **values)
 
     def group(self, name: str) -> SignalTable:
@@ -83,6 +91,14 @@ class SignalTable:
             raise InputError(f"the signals of {self.model!r} carry no reference models",
                              hint="run the attack through the battery, which trains the reference models it asks for")
         return true_class_log_odds(self.reference_logits, self.labels)
+
+    def shadow_pair_log_odds(self) -> tuple[np.ndarray, np.ndarray]:
+        """``([P, N], [P, N])`` logit-scaled confidence under u-lira's never-seen and unlearned shadows."""
+        if self.never_seen_logits is None or self.unlearned_logits is None:
+            raise InputError(f"the signals of {self.model!r} carry no unlearned shadow models",
+                             hint="run the attack through the battery, which trains the shadows it asks for")
+        return (true_class_log_odds(self.never_seen_logits, self.labels),
+                true_class_log_odds(self.unlearned_logits, self.labels))
 
     def reference_out(self) -> np.ndarray:
         """``[K, N]`` bool, True where reference model k did not train on row n (all True without membership)."""

@@ -299,3 +299,69 @@ def ratio_of_means(forget: np.ndarray, test: np.ndarray, *, seed: int, rounds: i
     tiny = np.finfo(np.float64).tiny
     pivots = np.log(np.maximum(means(len(x)), tiny) / np.maximum(means(len(y)), tiny))
     return RatioEstimate(float(x.mean() / max(y.mean(), tiny)), pivots)
+
+
+# ---------------------------------------------------------------- per-example tests (u-lira)
+
+
+def gaussian_log_likelihood_ratio(x: np.ndarray, *, mean_in: np.ndarray, sd_in: np.ndarray, mean_out: np.ndarray,
+                                  sd_out: np.ndarray) -> np.ndarray:
+    """``log N(x; mean_in, sd_in²) − log N(x; mean_out, sd_out²)``, elementwise (LiRA's test statistic,
+    Carlini et al. 2022, eq. 4, in log form; Hayes et al. 2024 use it with "in" = unlearned shadows)."""
+    x, mean_in, sd_in, mean_out, sd_out = (np.asarray(v, dtype=np.float64) for v in (x, mean_in, sd_in, mean_out, sd_out))
+    return (np.log(sd_out / sd_in) - 0.5 * ((x - mean_in) / sd_in) ** 2 + 0.5 * ((x - mean_out) / sd_out) ** 2)
+
+
+def likelihood_ratio_p_value(x: np.ndarray, *, mean_in: np.ndarray, sd_in: np.ndarray, mean_out: np.ndarray,
+                             sd_out: np.ndarray, null_scale: np.ndarray, null_df: np.ndarray | float) -> np.ndarray:
+    """``P(Λ(X) ≥ Λ(x))`` for ``X`` from the null ("out") distribution, Λ the Gaussian log likelihood ratio
+    of :func:`gaussian_log_likelihood_ratio` (the exact tail of the Neyman–Pearson statistic), elementwise.
+
+    The null is ``X = mean_out + null_scale · T`` with ``T`` Student's t on ``null_df`` degrees of freedom
+    (normal for ∞): the predictive distribution of a new draw when the out Gaussian was fitted to m
+    samples (``null_scale = sd_out·√(1 + 1/m)``, df = the variance estimate's). ``Λ(X) − Λ(x)`` is a
+    quadratic ``aX² + bX + c`` with ``x`` one root, so the other is ``−b/a − x`` and the region Λ ≥ Λ(x)
+    is a half-line (``a = 0``: equal spreads), both tails outside the roots (``a > 0``: the in
+    distribution is wider) or the interval between them (``a < 0``).
+    """
+    x, mean_in, sd_in, mean_out, sd_out, null_scale = np.broadcast_arrays(*(
+        np.asarray(v, dtype=np.float64) for v in (x, mean_in, sd_in, mean_out, sd_out, null_scale)))
+    df = np.broadcast_to(np.asarray(null_df, dtype=np.float64), x.shape)
+    a = 0.5 / sd_out**2 - 0.5 / sd_in**2
+    b = mean_in / sd_in**2 - mean_out / sd_out**2
+
+    def cdf(value: np.ndarray) -> np.ndarray:
+        z = (value - mean_out) / null_scale
+        return np.where(np.isfinite(df), t_dist.cdf(z, np.where(np.isfinite(df), df, 1.0)), norm.cdf(z))
+
+    def sf(value: np.ndarray) -> np.ndarray:
+        return cdf(2 * mean_out - value)  # the null is symmetric about mean_out
+
+    # a is 0 exactly when the spreads are equal (global variance, or per-example spreads that agree).
+    quadratic = np.abs(a) > 1e-12 * np.maximum(0.5 / sd_out**2, 0.5 / sd_in**2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        other = np.where(quadratic, -b / np.where(quadratic, a, 1.0) - x, 0.0)
+    low, high = np.minimum(x, other), np.maximum(x, other)
+    linear = np.where(b > 0, sf(x), np.where(b < 0, cdf(x), 1.0))
+    outside = np.minimum(cdf(low) + sf(high), 1.0)
+    between = np.clip(cdf(high) - cdf(low), 0.0, 1.0)
+    return np.where(~quadratic, linear, np.where(a > 0, outside, between))
+
+
+def benjamini_hochberg(p_values: np.ndarray, *, rate: float) -> np.ndarray:
+    """``[n]`` bool: the hypotheses Benjamini & Hochberg's (1995) step-up procedure rejects at false-discovery
+    rate ``rate``: the k smallest p-values, k the largest i with ``p_(i) ≤ i·rate/n``.
+
+    With every hypothesis true (a model that never saw any of them) and independent p-values, it rejects
+    anything with probability at most ``rate`` (it then coincides with Simes' global test).
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    n = len(p)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    order = np.argsort(p, kind="stable")
+    below = p[order] <= rate * np.arange(1, n + 1) / n
+    count = int(np.nonzero(below)[0].max()) + 1 if below.any() else 0
+    flagged = np.zeros(n, dtype=bool)
+    flagged[order[:count]] = True
+    return flagged

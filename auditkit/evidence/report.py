@@ -143,6 +143,51 @@ def _loss_histograms(losses: dict[str, dict[str, list[float]]], models: Sequence
         return _svg(figure)
 
 
+def _per_example_chart(by_model: dict[str, dict[str, Any]], models: Sequence[str]) -> Markup | None:
+    """Histogram of a per-example attack's p-values over the forgotten IDs, one panel per audited model.
+
+    A model that never saw the IDs gives roughly uniform p-values; a pile-up near 0 is IDs that still look seen.
+    """
+    panels = [m for m in models if m in by_model and by_model[m]["per_example"]]
+    if not panels:
+        return None
+    edges = [i / 20 for i in range(21)]
+    with matplotlib.rc_context(_RC):
+        figure = Figure(figsize=(3.3 * len(panels), 2.6))
+        figure.subplots_adjust(left=0.17 / len(panels) * 1.6, right=0.98, bottom=0.19, top=0.88, wspace=0.08)
+        axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+        for index, (ax, model) in enumerate(zip(axes, panels)):
+            rows = by_model[model]["per_example"]
+            values = [min(max(row["p_value"], 0.0), 1.0) for row in rows]
+            flagged = sum(row["flagged"] for row in rows)
+            ax.hist(values, bins=edges, weights=[1 / len(values)] * len(values), histtype="stepfilled", alpha=0.5,
+                    color=_colour(model, index), edgecolor=_colour(model, index), linewidth=0.8)
+            ax.axhline(1 / 20, color="#999999", linewidth=0.8, linestyle="--")
+            ax.set_xlim(0, 1)
+            ax.set_title(f"{model} model: {flagged} of {len(rows)} flagged")
+            ax.set_xlabel("p-value (never-seen null)")
+        axes[0].set_ylabel("fraction of forgotten IDs")
+        return _svg(figure)
+
+
+def _per_example_sections(attacks: list[dict[str, Any]], models: Sequence[str]) -> list[dict[str, Any]]:
+    """Per-example attacks (u-lira): their p-value chart and the most exposed forgotten IDs on the unlearned model."""
+    sections = []
+    for name in dict.fromkeys(a["attack"] for a in attacks if a.get("per_example")):
+        by_model = {a["model"]: a for a in attacks if a["attack"] == name and a["population"] == "forget"
+                    and a.get("per_example") is not None}
+        unlearned = by_model.get("unlearned")
+        if unlearned is None:
+            continue
+        rows = sorted(unlearned["per_example"], key=lambda row: (row["p_value"], -row["score"]))
+        sections.append({"attack": name, "parameters": unlearned["parameters"], "total": len(rows),
+                         "flagged": sum(row["flagged"] for row in rows), "rows": rows[:MAX_EXPOSED_IDS],
+                         "original_flagged": sum(row["flagged"] for row in by_model["original"]["per_example"])
+                         if "original" in by_model else None,
+                         "chart": _per_example_chart(by_model, models)})
+    return sections
+
+
 #: Most epochs the history table lists; longer runs show evenly spaced epochs and always the last.
 MAX_HISTORY_ROWS = 20
 
@@ -281,8 +326,14 @@ def _cell(result: dict[str, Any] | None) -> dict[str, Any] | None:
 def _caveats(audit: dict[str, Any]) -> list[str]:
     """What limits the evidence, for the banner: the audit's own warnings, then what any pass cannot show."""
     caveats = list(audit["warnings"])
-    caveats.append("The attacks judge the forgotten samples as a group: a pass does not show that every individual "
-                   "sample is safe (Hayes et al. 2024); see the per-sample exposure table.")
+    per_example = sorted({a["attack"] for a in audit["attacks"] if a.get("per_example") is not None})
+    if per_example:
+        caveats.append(f"{', '.join(per_example)} tested each forgotten ID on its own against shadow models: an ID it "
+                       "does not flag did not stand out at the power of those shadows (see its held-out accuracy), "
+                       "which does not prove it safe.")
+    else:
+        caveats.append("The attacks judge the forgotten samples as a group: a pass does not show that every individual "
+                       "sample is safe (Hayes et al. 2024); see the per-sample exposure table, or add u-lira.")
     return caveats
 
 
@@ -318,6 +369,7 @@ def report_context(record: RunRecord) -> dict[str, Any]:
         "power_line": power_summary(audit) if audit else None,
         "caveats": _caveats(audit) if audit else [],
         "exposures": exposures,
+        "per_example": _per_example_sections(attacks, models) if audit else [],
         "exposures_total": len(audit["exposures"]) if audit else 0,
         "exposures_flagged": sum(1 for e in audit["exposures"] if e["exceeds_1pct_fpr"]) if audit else 0,
         "roc_chart": _roc_chart(attacks, models) if audit else None,
