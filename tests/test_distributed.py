@@ -206,3 +206,25 @@ def test_nabla_tau_under_ddp_on_two_ranks_records_them(workspace):
     assert len(record["history"]) == settings["epochs"] == 2
     assert all(np.isfinite(entry["retain_loss"]) and np.isfinite(entry["tau"]) for entry in record["history"])
     assert record["checkpoints"]["unlearned"]["sha256"] == sha256_file(workspace / "runs" / "ddp" / "model.pt")
+
+
+def test_two_workers_give_the_one_process_u_lira_per_example_scores(workspace):
+    """U-LiRA's shadows (retrained and unlearned ones) split over two ranks: the same per-ID scores, p-values
+    and flags, the same shadow hashes, as one process."""
+    args = ["--json", "audit", "--checkpoint", "runs/digits-mlp.pt", "--ids", "request.csv", "--attacks", "loss,u-lira",
+            "--attack-option", "u-lira.shadows=4", "--method", "nabla-tau"]
+    records = {}
+    for workers in (1, 2):
+        out = f"runs/ulira-{workers}"
+        done = _run(workspace, "--workers", str(workers), *args, "--out", out, cache=f"ulira-cache-{workers}")
+        assert done.returncode in (0, 1, 4) and "Traceback" not in done.stderr, done.stderr
+        records[workers] = json.loads((workspace / out / "record.json").read_text(encoding="utf-8"))
+
+    def ulira(record: dict) -> list[dict]:
+        return [a for a in record["audit"]["attacks"] if a["attack"] == "u-lira"]
+
+    one, two = ulira(records[1]), ulira(records[2])
+    assert one and [len(a["per_example"]) for a in one] == [20] * len(one)
+    assert two == one  # per-example scores, p-values, flags, shadow hashes
+    assert records[2]["audit"] == records[1]["audit"]
+    assert records[2]["provenance"]["processes"]["world_size"] == 2
