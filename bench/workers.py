@@ -6,6 +6,8 @@ Workloads, on the bundled digits data and the default digits model trained with 
 - ``audit``: ``auditkit audit`` with the battery ``loss,lira-offline,rmia`` and ``--refs`` reference models
   (8 by default; RMIA uses the same ones). Each call gets an empty reference-model cache, so every call
   trains all of them: this is the work ``--workers`` splits across processes (model k on worker k mod N).
+- ``u-lira``: ``auditkit audit`` with ``loss,u-lira`` and ``--shadows`` shadows (16 by default: 8 retrained,
+  8 trained with the request and unlearned with ∇τ), in an empty cache: shadow k on worker k mod N.
 - ``forget``: ``auditkit forget --no-audit`` with ∇τ's defaults: under N > 1 workers it runs data-parallel
   (DDP, gloo), each worker on its share of every batch.
 
@@ -15,7 +17,8 @@ alternating, so both see the same stretch of machine load; ``os.getloadavg()`` i
 after every call. The result is the median wall time per contender and the ratio 1-worker / N-worker
 (> 1: the workers pay off).
 
-Usage: python bench/workers.py [--rounds 3] [--refs 8] [--workers 2] [--out bench/results/workers.json]
+Usage: python bench/workers.py [--rounds 3] [--refs 8] [--shadows 16] [--workloads audit,u-lira,forget]
+       [--workers 2] [--out bench/results/workers.json]
 """
 
 from __future__ import annotations
@@ -49,8 +52,15 @@ def prepare(folder: Path) -> None:
     (folder / "request.csv").write_text("id\n" + "\n".join(sorted(ids)) + "\n", encoding="utf-8")
 
 
-def command(workload: str, workers: int, *, refs: int, out: str) -> list[str]:
+WORKLOADS = ("audit", "u-lira", "forget")
+
+
+def command(workload: str, workers: int, *, refs: int, shadows: int, out: str) -> list[str]:
     common = [sys.executable, "-m", "auditkit", "-q", "--workers", str(workers)]
+    if workload == "u-lira":
+        return [*common, "audit", "--checkpoint", "digits-mlp.pt", "--original", "digits-mlp.pt",
+                "--ids", "request.csv", "--attacks", "loss,u-lira", "--attack-option", f"u-lira.shadows={shadows}",
+                "--method", "nabla-tau", "--out", out, "--trail", "trail.jsonl"]
     if workload == "audit":
         return [*common, "audit", "--checkpoint", "digits-mlp.pt", "--original", "digits-mlp.pt",
                 "--ids", "request.csv", "--attacks", "loss,lira-offline,rmia",
@@ -82,9 +92,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--refs", type=int, default=8)
+    parser.add_argument("--shadows", type=int, default=16)
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "workers.json")
     args = parser.parse_args()
+    workloads = [w for w in args.workloads.split(",") if w]
+    unknown = sorted(set(workloads) - set(WORKLOADS))
+    if unknown:
+        parser.error(f"unknown workload {unknown[0]!r}: choose from {', '.join(WORKLOADS)}")
 
     folder = Path(tempfile.mkdtemp(prefix="auditkit-bench-workers."))
     try:
@@ -92,11 +108,11 @@ def main() -> None:
         counts = [1, args.workers]
         calls: list[dict] = []
         for round_ in range(args.rounds):
-            for workload in ("audit", "forget"):
+            for workload in workloads:
                 for workers in counts if round_ % 2 == 0 else counts[::-1]:
                     out = f"runs/{workload}-{workers}-{round_}"
-                    argv = command(workload, workers, refs=args.refs, out=out)
-                    result = timed(folder, argv, cache=folder / "cache" if workload == "audit" else None)
+                    argv = command(workload, workers, refs=args.refs, shadows=args.shadows, out=out)
+                    result = timed(folder, argv, cache=folder / "cache" if workload != "forget" else None)
                     calls.append({"round": round_, "workload": workload, "workers": workers, **result})
                     print(f"round {round_} {workload:6} --workers {workers}: {result['seconds']:6.2f} s "
                           f"(load {result['load_before'][0]:.2f} → {result['load_after'][0]:.2f})", flush=True)
@@ -105,7 +121,7 @@ def main() -> None:
 
     summary = {}
     print(f"\n{'workload':8} {'workers':>7} {'median s':>9} {'ratio 1/N':>9}")
-    for workload in ("audit", "forget"):
+    for workload in workloads:
         medians = {n: statistics.median(c["seconds"] for c in calls if c["workload"] == workload and c["workers"] == n)
                    for n in counts}
         ratio = medians[1] / medians[args.workers]
@@ -117,7 +133,7 @@ def main() -> None:
         "benchmark": "workers", "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(), "platform": platform.platform(terse=True),
         "cpus": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "rounds": args.rounds, "reference_models": args.refs, "workers": args.workers,
+        "rounds": args.rounds, "reference_models": args.refs, "shadows": args.shadows, "workers": args.workers,
         "load_average_1min": {"min": min(loads), "max": max(loads), "mean": statistics.mean(loads)},
         "summary": summary, "calls": calls,
     }
