@@ -166,13 +166,18 @@ def _collective(call: Callable[[], Any], doing: str) -> Any:
 
 @contextlib.contextmanager
 def _own_rng() -> Iterator[None]:
-    """Run a unit on a copy of the global RNG state: what it draws depends on its own seeding only, and the
-    caller's state afterwards does not depend on which units ran in this process."""
+    """Run a unit on a copy of the global RNG state, and on this rank alone: what it draws depends on its own
+    seeding only, the caller's state afterwards does not depend on which units ran in this process, and the
+    collective helpers (shard, all_sum, all_mean, data_parallel) act as in one process meanwhile."""
     import torch
 
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    with torch.random.fork_rng(devices=devices):
-        yield
+    _units["depth"] += 1
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        _units["depth"] -= 1
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -249,15 +254,24 @@ def on_writer(fn: Callable[[], T], *, stage: str = "writing the run") -> T:
 # ---------------------------------------------------------------- data-parallel training
 
 
+_units = {"depth": 0}  # > 0 while this process computes a unit of map_units on its own
+
+
+def step_world_size() -> int:
+    """How many ranks share the current step: 1 inside a unit of :func:`map_units`, whose work is this rank's
+    alone (the other ranks are computing other units, so a collective there would mix unrelated models)."""
+    return 1 if _units["depth"] else world_size()
+
+
 def shard(positions: torch.Tensor) -> torch.Tensor:
-    """This rank's share of a global batch: ``positions[rank::world_size]`` (all of it alone)."""
-    size = world_size()
+    """This rank's share of a global batch: ``positions[rank::world_size]`` (all of it alone, or in a unit)."""
+    size = step_world_size()
     return positions if size == 1 else positions[rank()::size]
 
 
 def all_sum(values: Sequence[float]) -> list[float]:
-    """``values`` summed element-wise over all ranks, in float64 (``values`` themselves alone)."""
-    if world_size() == 1:
+    """``values`` summed element-wise over all ranks, in float64 (``values`` themselves alone, or in a unit)."""
+    if step_world_size() == 1:
         return [float(v) for v in values]
     import torch
     import torch.distributed as dist
@@ -268,8 +282,8 @@ def all_sum(values: Sequence[float]) -> list[float]:
 
 
 def all_mean(values: Sequence[float]) -> list[float]:
-    """``values`` averaged element-wise over all ranks, in float64 (``values`` themselves alone)."""
-    size = world_size()
+    """``values`` averaged element-wise over all ranks, in float64 (``values`` themselves alone, or in a unit)."""
+    size = step_world_size()
     return [float(v) for v in values] if size == 1 else [total / size for total in all_sum(values)]
 
 
@@ -279,8 +293,9 @@ def data_parallel(model: nn.Module) -> nn.Module:
     DDP starts every rank from rank 0's weights and averages the gradients of each backward pass over the
     ranks, so the ranks' models stay identical step after step. Train through the wrapper; evaluate
     ``model`` itself (an evaluation forward through the wrapper would synchronise buffers for nothing).
+    Inside a unit of :func:`map_units` (a shadow model unlearned by one rank) the model stays unwrapped.
     """
-    if world_size() == 1:
+    if step_world_size() == 1:
         return model
     from torch.nn.parallel import DistributedDataParallel
 

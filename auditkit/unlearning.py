@@ -447,7 +447,7 @@ def run_forget_loop(
         "n_forget": n_forget,
         "n_retain": n_retain,
         "n_validation": len(task.validation),
-        "world_size": distributed.world_size(),  # > 1: data-parallel, each rank on a share of every batch
+        "world_size": distributed.step_world_size(),  # > 1: data-parallel, each rank on a share of every batch
         **config.extra_settings,
     }
     return UnlearningOutcome(state_dict=state_dict, history=history, settings=settings, backend=backend)
