@@ -311,7 +311,8 @@ def _check_recipe(settings: RunSettings, resolved: _Resolved, manifest: Any, pat
         return
     needs = [f"--method {settings.method}"] if resolved.method is not None and resolved.method.NEEDS_RECIPE else []
     needs += ["--retrain-reference"] if settings.retrain_reference else []
-    needs += [f"{a.PLUGIN_NAME} ({a.reference_models() + 2 * a.shadow_pairs()} shadow models)"
+    needs += [f"{a.PLUGIN_NAME} ({a.reference_models()} reference models)" if not a.shadow_pairs() else
+              f"{a.PLUGIN_NAME} ({a.reference_models() + 2 * a.shadow_pairs()} shadow models)"
               for a in resolved.attacks if a.reference_models() or a.shadow_pairs()]
     if needs:
         raise InputError(f"checkpoint {str(path)!r} records no training recipe (adopted without --recipe-option), "
