@@ -50,7 +50,7 @@ def train(
     force: bool = False,
     plugins: Sequence[PathLike] = (),
     threads: int | None = None,
-    workers: int | None = None,
+    loader_workers: int | None = None,
     progress: ProgressFunction | None = None,
 ) -> Path:
     """Train a model plugin on a dataset's train split, like ``auditkit train``; returns the checkpoint path.
@@ -66,7 +66,7 @@ def train(
         model=model, model_options=None if model_options is None else dict(model_options), recipe=dict(recipe or {}),
         seed=seed, force=force, plugin_files=[Path(p) for p in plugins],
     )
-    with _runtime(threads, workers):
+    with _runtime(threads, loader_workers):
         return Path(run_train(settings, progress=progress or _silent)["checkpoint"])
 
 
@@ -83,7 +83,7 @@ def adopt(
     force: bool = False,
     plugins: Sequence[PathLike] = (),
     threads: int | None = None,
-    workers: int | None = None,
+    loader_workers: int | None = None,
     progress: ProgressFunction | None = None,
 ) -> Path:
     """Make an auditkit checkpoint of a model trained elsewhere, like ``auditkit adopt``; returns its path.
@@ -113,7 +113,7 @@ def adopt(
         dataset_options=dict(dataset_options or {}), train_ids=ids, recipe=dict(recipe or {}), force=force,
         plugin_files=[Path(p) for p in plugins],
     )
-    with _runtime(threads, workers):
+    with _runtime(threads, loader_workers):
         summary = run_adopt(settings, progress=progress or _silent)
     for message in summary["warnings"]:
         warnings.warn(message, UserWarning, stacklevel=2)
@@ -142,7 +142,7 @@ def forget(
     plugins: Sequence[PathLike] = (),
     config: PathLike | None = None,
     threads: int | None = None,
-    workers: int | None = None,
+    loader_workers: int | None = None,
     progress: ProgressFunction | None = None,
 ) -> RunRecord:
     """Forget ``ids`` from ``checkpoint`` and audit the result, like ``auditkit forget``; returns the run record.
@@ -165,7 +165,7 @@ def forget(
     The record's ``summary["passed"]`` is ``True``/``False`` for the verdict (``None`` without audit);
     ``record.audit`` holds every attack result and verdict, ``record.history`` the method's epochs.
     """
-    return _run("forget", checkpoint, ids, out=out, config=config, threads=threads, workers=workers,
+    return _run("forget", checkpoint, ids, out=out, config=config, threads=threads, loader_workers=loader_workers,
                 progress=progress, dataset=dataset, method=method, method_options=method_options, attacks=attacks,
                 attack_options=attack_options, audit=audit, retrain_reference=retrain_reference, retrained=retrained,
                 backend=backend, seed=seed, trail=trail, include_ids=include_ids, force=force, id_column=id_column,
@@ -191,7 +191,7 @@ def audit_checkpoint(
     plugins: Sequence[PathLike] = (),
     config: PathLike | None = None,
     threads: int | None = None,
-    workers: int | None = None,
+    loader_workers: int | None = None,
     progress: ProgressFunction | None = None,
 ) -> RunRecord:
     """Audit ``checkpoint`` (in the role of the unlearned model) against ``original``, like ``auditkit
@@ -199,7 +199,7 @@ def audit_checkpoint(
 
     (Not ``auditkit.audit``: that name is the :mod:`auditkit.audit` subpackage.)
     """
-    return _run("audit", checkpoint, ids, out=out, config=config, threads=threads, workers=workers,
+    return _run("audit", checkpoint, ids, out=out, config=config, threads=threads, loader_workers=loader_workers,
                 progress=progress, original=original, dataset=dataset, attacks=attacks, attack_options=attack_options,
                 retrained=retrained, backend=backend, seed=seed, trail=trail, include_ids=include_ids, force=force,
                 id_column=id_column, plugins=plugins)
@@ -278,7 +278,7 @@ def run_settings(
 
 
 def _run(kind: str, checkpoint: PathLike, ids: PathLike | Sequence[str], *, out: PathLike | None,
-         config: PathLike | None, threads: int | None, workers: int | None, progress: ProgressFunction | None,
+         config: PathLike | None, threads: int | None, loader_workers: int | None, progress: ProgressFunction | None,
          original: PathLike | None = None, retrained: PathLike | None = None, trail: PathLike | None = None,
          plugins: Sequence[PathLike] = (), **options: Any) -> RunRecord:
     """:func:`forget` or :func:`audit_checkpoint`: the settings from :func:`run_settings`, then the pipeline."""
@@ -293,7 +293,7 @@ def _run(kind: str, checkpoint: PathLike, ids: PathLike | Sequence[str], *, out:
         trail=None if trail is None else Path(trail), plugins=[Path(p) for p in plugins], **options,
     )
     run = run_forget if kind == "forget" else run_audit_checkpoint
-    with _runtime(threads, workers), _request_kept_on_success(request, ids):
+    with _runtime(threads, loader_workers), _request_kept_on_success(request, ids):
         return run(settings, progress=progress or _silent).record
 
 
@@ -346,14 +346,14 @@ def _request_kept_on_success(request: Path, ids: PathLike | Sequence[str]) -> It
 
 
 @contextlib.contextmanager
-def _runtime(threads: int | None, workers: int | None) -> Iterator[None]:
+def _runtime(threads: int | None, loader_workers: int | None) -> Iterator[None]:
     """Apply ``threads`` (torch's CPU threads, kept afterwards as ``torch.set_num_threads`` does) and
-    ``workers`` (DataLoader workers, restored afterwards) when given."""
+    ``loader_workers`` (DataLoader workers, restored afterwards) when given."""
     import torch
 
-    from auditkit.data import workers_set_to
+    from auditkit.data import loader_workers_set_to
 
     if threads is not None:
         torch.set_num_threads(threads)
-    with workers_set_to(workers) if workers is not None else contextlib.nullcontext():
+    with loader_workers_set_to(loader_workers) if loader_workers is not None else contextlib.nullcontext():
         yield

@@ -8,7 +8,7 @@ Code that needs features never indexes ``SampleSet.features``: it takes a :class
 (``data.rows(positions)``) and reads it with :func:`stream` (batches in a given order: training,
 unlearning) or :meth:`Rows.batches` (in order: predictions, signals). In memory a batch is one tensor
 index; streamed, the same batches come from a :class:`~torch.utils.data.DataLoader` with
-:func:`workers` worker processes (pinned memory when the target is a GPU). The batch order is always
+:func:`loader_workers` worker processes (pinned memory when the target is a GPU). The batch order is always
 decided in the main process, so every result is identical for any number of workers, and identical
 between the two paths for the same rows.
 """
@@ -39,34 +39,34 @@ EVAL_BATCH_ROWS = 4096
 #: Bytes of features per evaluation batch at most: 4096 rows of 64 floats, but ~100 rows of 3×224×224.
 EVAL_BATCH_BYTES = 64 * 2**20
 
-_settings = {"workers": 0}
+_settings = {"loader_workers": 0}
 
 
-def workers() -> int:
+def loader_workers() -> int:
     """How many DataLoader worker processes read streamed rows (0: in the main process)."""
-    return _settings["workers"]
+    return _settings["loader_workers"]
 
 
-def set_workers(count: int) -> int:
+def set_loader_workers(count: int) -> int:
     """Set the number of DataLoader workers for streamed datasets; returns the previous number.
 
-    Results do not depend on it (the batch order is drawn in the main process); the CLI's ``--workers``
-    and the Python API's ``workers=`` set it.
+    Results do not depend on it (the batch order is drawn in the main process); the CLI's ``--loader-workers``
+    and the Python API's ``loader_workers=`` set it.
     """
     if int(count) < 0:
-        raise ValueError(f"workers must be >= 0, not {count}")
-    previous, _settings["workers"] = _settings["workers"], int(count)
+        raise ValueError(f"loader_workers must be >= 0, not {count}")
+    previous, _settings["loader_workers"] = _settings["loader_workers"], int(count)
     return previous
 
 
 @contextlib.contextmanager
-def workers_set_to(count: int) -> Iterator[None]:
+def loader_workers_set_to(count: int) -> Iterator[None]:
     """Use ``count`` DataLoader workers inside the block."""
-    previous = set_workers(count)
+    previous = set_loader_workers(count)
     try:
         yield
     finally:
-        set_workers(previous)
+        set_loader_workers(previous)
 
 
 class RowReadError(RuntimeError):
@@ -281,7 +281,7 @@ def stream(parts: Sequence[Rows], plan: Iterable[Sequence[torch.Tensor]], *, dev
     consumed in the main process (ahead of the consumer when DataLoader workers prefetch), so it may draw
     from a generator that nothing else uses. In memory every part is moved to ``device`` once and each
     step is one index per part; streamed (every part from the same :class:`SampleSet`), the rows come
-    from a DataLoader over ``source.dataset`` with :func:`workers` workers, pinned when ``device`` is a GPU.
+    from a DataLoader over ``source.dataset`` with :func:`loader_workers` workers, pinned when ``device`` is a GPU.
     """
     device = torch.device(device)
     if all(part.features is not None for part in parts):
@@ -321,7 +321,7 @@ class _StepPositions:
 def _streamed(parts: Sequence[Rows], plan: Iterable[Sequence[torch.Tensor]], device: torch.device) -> Iterator[Batch]:
     source = parts[0].source
     sampler = _StepPositions(parts, plan)
-    count = workers()
+    count = loader_workers()
     loader = DataLoader(
         _RowReader(source), batch_sampler=sampler, num_workers=count, pin_memory=device.type == "cuda",
         # Its own generator: a DataLoader otherwise draws its worker seed from the global torch RNG, which

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from auditkit import distributed
 from auditkit.checkpoint import (
     check_matches_dataset,
     ids_sha256,
@@ -226,17 +227,22 @@ def _resolve(settings: RunSettings, *, with_method: bool, progress: ProgressCall
         [{**_plugin_entry(registry, "attacks", name), "options": dict(attack.options)}
          for name, attack in zip(names, attacks)]
     device = run_device(settings.backend)
+    distributed.join(device=device)  # under torchrun or --workers; nothing in a single process
     backend = resolve_backend(settings.backend, device, progress=progress)
     if settings.out.exists() and not settings.out.is_dir():  # --force replaces run folders, never a file
         raise InputError(f"--out {str(settings.out)!r} is a file, not a run folder",
                          hint="choose another --out (a folder name, e.g. runs/<name>)")
-    _check_out(settings.out, force=settings.force,
-               keep=(settings.checkpoint, settings.request, settings.original, settings.retrained, settings.trail,
-                     settings.config_path, *settings.plugin_files))
     # The trail (a link, its keys, a broken chain) and --out against it (a dangling link, a logged run).
     ledger = RunLedger(trail=settings.trail, out=settings.out, force=settings.force,
                        out_is_default=settings.out_is_default)
-    ledger.check()
+
+    def check_outputs() -> None:  # probes by writing a temporary folder: on the writer alone
+        _check_out(settings.out, force=settings.force,
+                   keep=(settings.checkpoint, settings.request, settings.original, settings.retrained, settings.trail,
+                         settings.config_path, *settings.plugin_files))
+        ledger.check()
+
+    distributed.on_writer(check_outputs, stage="checking the outputs")
     return _Resolved(registry, method, attacks, policy, plugins, backend, device, ledger, shadow_method)
 
 
@@ -312,7 +318,7 @@ def _check_recipe(settings: RunSettings, resolved: _Resolved, manifest: Any, pat
     needs = [f"--method {settings.method}"] if resolved.method is not None and resolved.method.NEEDS_RECIPE else []
     needs += ["--retrain-reference"] if settings.retrain_reference else []
     needs += [f"{a.PLUGIN_NAME} ({a.reference_models()} reference models)" if not a.shadow_pairs() else
-              f"{a.PLUGIN_NAME} ({a.reference_models() + 2 * a.shadow_pairs()} shadow models)"
+              f"{a.PLUGIN_NAME} ({2 * a.shadow_pairs()} shadow models)"
               for a in resolved.attacks if a.reference_models() or a.shadow_pairs()]
     if needs:
         raise InputError(f"checkpoint {str(path)!r} records no training recipe (adopted without --recipe-option), "
@@ -455,40 +461,43 @@ def run_forget(settings: RunSettings, *, progress: ProgressCallback = no_progres
 
         audit = complete_audit(plan, unlearned=unlearned, retrained=retrained, progress=progress).to_dict()
 
-    with resolved.ledger.staging() as tmp:
-        # Same manifest (architecture, dataset, split fingerprint: the unlearned model audits against the
-        # same data), with the unlearned model's own accuracies instead of the original's.
-        unlearned_manifest = dataclasses.replace(manifest, metrics=_accuracies(unlearned, loaded, resolved.device))
-        unlearned_sha = save_checkpoint(tmp / MODEL_FILE, state_dict=outcome.state_dict, manifest=unlearned_manifest)
-        reference_block = _retrained_block(settings)
-        if reference is not None:
-            # Like model.pt (and `forget --method retrain`), it keeps the original's split fingerprint, so
-            # `auditkit audit --checkpoint retrained.pt` and `--retrained retrained.pt` accept it.
-            retrained_manifest = dataclasses.replace(manifest, metrics=_accuracies(retrained, loaded, resolved.device))
-            reference_block = {"retrained": {"path": RETRAINED_FILE, "sha256": save_checkpoint(
-                tmp / RETRAINED_FILE, state_dict=reference.state_dict, manifest=retrained_manifest)}}
-        plugins = [*resolved.plugins, _plugin_entry(resolved.registry, "datasets", manifest.dataset),
-                   _plugin_entry(resolved.registry, "models", manifest.model)]
-        record = RunRecord(
-            kind="forget",
-            summary={"kind": "forget", **_audit_summary(audit), "request_sha256": loaded.request.sha256,
-                     "request_count": int(loaded.request.count), "original_sha256": loaded.checkpoint.sha256,
-                     "unlearned_sha256": unlearned_sha, "method": settings.method, "dataset": loaded.data.name},
-            request=_request_block(settings, loaded),
-            dataset=_dataset_block(loaded.data),
-            checkpoints={"original": {"path": str(settings.checkpoint), "sha256": loaded.checkpoint.sha256},
-                         "unlearned": {"path": MODEL_FILE, "sha256": unlearned_sha},
-                         **reference_block},
-            method={"name": settings.method, "options": dict(resolved.method.options),
-                    "settings": dict(outcome.settings), "backend": outcome.backend,
-                    **({"retrained": {"name": "retrain", "settings": dict(reference.settings)}} if reference else {})},
-            history=list(outcome.history),
-            audit=audit,
-            provenance=_provenance(settings, loaded, backend=outcome.backend, plugins=plugins, started=started),
-        )
-        published = _finish(record, resolved.ledger, tmp)
-    return RunOutcome(record=record, out=published.out, trail=settings.trail, trail_line=published.line,
-                      warnings=[*loaded.request.warnings(), *published.notes])
+    def publish() -> RunOutcome:  # the writer (rank 0) alone writes the run and its trail line
+        with resolved.ledger.staging() as tmp:
+            # Same manifest (architecture, dataset, split fingerprint: the unlearned model audits against the
+            # same data), with the unlearned model's own accuracies instead of the original's.
+            unlearned_manifest = dataclasses.replace(manifest, metrics=_accuracies(unlearned, loaded, resolved.device))
+            unlearned_sha = save_checkpoint(tmp / MODEL_FILE, state_dict=outcome.state_dict, manifest=unlearned_manifest)
+            reference_block = _retrained_block(settings)
+            if reference is not None:
+                # Like model.pt (and `forget --method retrain`), it keeps the original's split fingerprint, so
+                # `auditkit audit --checkpoint retrained.pt` and `--retrained retrained.pt` accept it.
+                retrained_manifest = dataclasses.replace(manifest, metrics=_accuracies(retrained, loaded, resolved.device))
+                reference_block = {"retrained": {"path": RETRAINED_FILE, "sha256": save_checkpoint(
+                    tmp / RETRAINED_FILE, state_dict=reference.state_dict, manifest=retrained_manifest)}}
+            plugins = [*resolved.plugins, _plugin_entry(resolved.registry, "datasets", manifest.dataset),
+                       _plugin_entry(resolved.registry, "models", manifest.model)]
+            record = RunRecord(
+                kind="forget",
+                summary={"kind": "forget", **_audit_summary(audit), "request_sha256": loaded.request.sha256,
+                         "request_count": int(loaded.request.count), "original_sha256": loaded.checkpoint.sha256,
+                         "unlearned_sha256": unlearned_sha, "method": settings.method, "dataset": loaded.data.name},
+                request=_request_block(settings, loaded),
+                dataset=_dataset_block(loaded.data),
+                checkpoints={"original": {"path": str(settings.checkpoint), "sha256": loaded.checkpoint.sha256},
+                             "unlearned": {"path": MODEL_FILE, "sha256": unlearned_sha},
+                             **reference_block},
+                method={"name": settings.method, "options": dict(resolved.method.options),
+                        "settings": dict(outcome.settings), "backend": outcome.backend,
+                        **({"retrained": {"name": "retrain", "settings": dict(reference.settings)}} if reference else {})},
+                history=list(outcome.history),
+                audit=audit,
+                provenance=_provenance(settings, loaded, backend=outcome.backend, plugins=plugins, started=started),
+            )
+            published = _finish(record, resolved.ledger, tmp)
+        return RunOutcome(record=record, out=published.out, trail=settings.trail, trail_line=published.line,
+                          warnings=[*loaded.request.warnings(), *published.notes])
+
+    return distributed.on_writer(publish)
 
 
 def _retrained_block(settings: RunSettings) -> dict[str, dict[str, str]]:
@@ -502,7 +511,8 @@ def _provenance(settings: RunSettings, loaded: _Loaded, *, backend: str | None, 
                 started: str) -> dict:
     config_sha256 = sha256_file(settings.config_path) if settings.config_path else None
     return collect_provenance(seed=settings.seed, backend=backend, plugins=plugins, config_sha256=config_sha256,
-                              inputs=_inputs(settings, loaded), started=started, finished=utc_now())
+                              inputs=_inputs(settings, loaded), started=started, finished=utc_now(),
+                              processes=distributed.describe())
 
 
 def _accuracies(model: torch.nn.Module, loaded: _Loaded, device: torch.device) -> dict[str, float]:
@@ -534,22 +544,25 @@ def run_audit_checkpoint(settings: RunSettings, *, progress: ProgressCallback = 
     audit = complete_audit(plan, unlearned=loaded.checkpoint.model.to(resolved.device).eval(), retrained=retrained,
                            progress=progress).to_dict()
     manifest = loaded.checkpoint.manifest
-    with resolved.ledger.staging() as tmp:
-        plugins = [*resolved.plugins, _plugin_entry(resolved.registry, "datasets", manifest.dataset),
-                   _plugin_entry(resolved.registry, "models", manifest.model)]
-        record = RunRecord(
-            kind="audit",
-            summary={"kind": "audit", **_audit_summary(audit), "request_sha256": loaded.request.sha256,
-                     "request_count": int(loaded.request.count), "original_sha256": original.sha256,
-                     "unlearned_sha256": loaded.checkpoint.sha256, "method": None, "dataset": loaded.data.name},
-            request=_request_block(settings, loaded),
-            dataset=_dataset_block(loaded.data),
-            checkpoints={"original": {"path": str(settings.original), "sha256": original.sha256},
-                         "audited": {"path": str(settings.checkpoint), "sha256": loaded.checkpoint.sha256},
-                         **_retrained_block(settings)},
-            method=None, history=[], audit=audit,
-            provenance=_provenance(settings, loaded, backend=resolved.backend, plugins=plugins, started=started),
-        )
-        published = _finish(record, resolved.ledger, tmp)
-    return RunOutcome(record=record, out=published.out, trail=settings.trail, trail_line=published.line,
-                      warnings=[*loaded.request.warnings(), *published.notes])
+    def publish() -> RunOutcome:  # the writer (rank 0) alone writes the run and its trail line
+        with resolved.ledger.staging() as tmp:
+            plugins = [*resolved.plugins, _plugin_entry(resolved.registry, "datasets", manifest.dataset),
+                       _plugin_entry(resolved.registry, "models", manifest.model)]
+            record = RunRecord(
+                kind="audit",
+                summary={"kind": "audit", **_audit_summary(audit), "request_sha256": loaded.request.sha256,
+                         "request_count": int(loaded.request.count), "original_sha256": original.sha256,
+                         "unlearned_sha256": loaded.checkpoint.sha256, "method": None, "dataset": loaded.data.name},
+                request=_request_block(settings, loaded),
+                dataset=_dataset_block(loaded.data),
+                checkpoints={"original": {"path": str(settings.original), "sha256": original.sha256},
+                             "audited": {"path": str(settings.checkpoint), "sha256": loaded.checkpoint.sha256},
+                             **_retrained_block(settings)},
+                method=None, history=[], audit=audit,
+                provenance=_provenance(settings, loaded, backend=resolved.backend, plugins=plugins, started=started),
+            )
+            published = _finish(record, resolved.ledger, tmp)
+        return RunOutcome(record=record, out=published.out, trail=settings.trail, trail_line=published.line,
+                          warnings=[*loaded.request.warnings(), *published.notes])
+
+    return distributed.on_writer(publish)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import statistics
 import sys
@@ -41,9 +42,11 @@ from auditkit.unlearning import split_signals
 
 DATASETS = ("digits", "mnist1d", "bbc-news", "breast-cancer")
 FRACTIONS = (3, 15, 30)
-#: Benchmark label → (method plugin, options). "nabla-tau-ps" is ∇τ with the per-sample ReLU.
+#: Benchmark label → (method plugin, options). "nabla-tau" is ∇τ's default (adaptive) preset,
+#: "nabla-tau-official" the official code's configuration, "nabla-tau-ps" the default with the per-sample ReLU.
 METHODS = {
     "nabla-tau": ("nabla-tau", {}),
+    "nabla-tau-official": ("nabla-tau", {"preset": "official"}),
     "nabla-tau-ps": ("nabla-tau", {"per_sample": True}),
     "finetune": ("finetune", {}),
     "neggrad-plus": ("neggrad-plus", {}),
@@ -123,6 +126,7 @@ def run_dataset(registry: Registry, name: str, *, seed: int, fractions, methods,
             method: UnlearningMethod = registry.create("methods", plugin_name, **options)
             task = task_for(copy.deepcopy(original))
             reset_peak_rss()
+            load = os.getloadavg()[0]
             started = time.perf_counter()
             outcome = method.unlearn(task)
             seconds = time.perf_counter() - started
@@ -131,7 +135,8 @@ def run_dataset(registry: Registry, name: str, *, seed: int, fractions, methods,
             unlearned.load_state_dict(outcome.state_dict)
             rows.append({**base, "method": label, **measure(unlearned, task_for(unlearned)), "seconds": seconds,
                          "peak_rss_mib": rss, "epochs": outcome.settings["epochs"],
-                         "batch_size": outcome.settings.get("batch_size"), "backend": outcome.backend})
+                         "batch_size": outcome.settings.get("batch_size"), "backend": outcome.backend,
+                         "loadavg_1min": load})
             log(rows[-1])
     return rows
 
@@ -237,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__, "threads": torch.get_num_threads()},
         "seconds_this_run": time.perf_counter() - started,
+        "loadavg_end": list(os.getloadavg()),
         "targets": {"mia_gap": 0.03, "acc_gap": 0.01, "time_ratio": 0.2},
         "summary": summary,
         "cells": rows,

@@ -174,10 +174,21 @@ def test_cnn_trains_on_digits_images(registry, tmp_path):
     assert manifest.input_shape == (1, 8, 8) and manifest.metrics["test_accuracy"] > 0.7
     loaded = load_checkpoint(tmp_path / "cnn.pt", registry=registry)
     assert predict_logits(loaded.model, torch.zeros(3, 1, 8, 8)).shape == (3, 10)
-    with pytest.raises(InputError, match=r"square images \[C, H, H\], but the data is \[64\]"):
+    with pytest.raises(InputError, match=r"square images \[C, H, H\] or sequences \[C, L\], but the data is \[64\]"):
         registry.create("models", "cnn").build(input_shape=(64,), num_classes=10)
     with pytest.raises(InputError, match="too small for 4 pooling stages"):
         registry.create("models", "cnn", channels="4,4,4,4").build(input_shape=(1, 8, 8), num_classes=10)
+
+
+def test_cnn_convolves_mnist1d_sequences_in_one_dimension(registry):
+    data = registry.create("datasets", "mnist1d", num_samples=500, sequence=True).load()
+    assert data.input_shape == (1, 40)
+    model = registry.create("models", "cnn").build(input_shape=data.input_shape, num_classes=data.num_classes)
+    assert [type(m).__name__ for m in model][:3] == ["Conv1d", "ReLU", "MaxPool1d"]
+    assert model[-3].in_features == 32 * 10  # 40 → 20 → 10 positions of 32 channels
+    assert predict_logits(model, data.features[:3]).shape == (3, 10)
+    with pytest.raises(InputError, match="too small for 4 pooling stages"):
+        registry.create("models", "cnn", channels="4,4,4,4").build(input_shape=(1, 10), num_classes=10)
 
 
 FACTORY = textwrap.dedent(

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from auditkit.audit.signals import compute_signals
-from auditkit.data import SampleSet, seeded_split, stream, workers_set_to
+from auditkit.data import SampleSet, loader_workers_set_to, seeded_split, stream
 from auditkit.errors import InputError
 from auditkit.interfaces import UnlearningTask
 from auditkit.registry import Registry
@@ -110,7 +110,7 @@ def test_forget_loop_and_training_are_identical_for_any_number_of_workers():
 
     expected = unlearn(in_memory)
     for count in (0, 2):
-        with workers_set_to(count):
+        with loader_workers_set_to(count):
             assert all(torch.equal(a, b) for a, b in zip(unlearn(streamed).values(), expected.values())), count
             retrained = train_model(_model(), streamed.rows(train), recipe=RECIPE, seed=1)
             assert _states_equal(retrained, original), count

@@ -161,23 +161,110 @@ def test_resolved_settings_follow_the_rules(digits_setup):
     assert math.isclose(settings["alpha0"], default_alpha(n_forget=len(forget), n_train=len(forget) + len(retain)))
     assert settings["lr"] == 1e-3 and settings["optimizer"] == "adamw" and settings["train_mode"] is False
     assert outcome.backend == "reference"
-    assert [entry["epoch"] for entry in outcome.history] == [1, 2, 3]
+    # One entry per τ refresh (epoch 1; tau_every=5) and one for the last epoch.
+    assert [entry["epoch"] for entry in outcome.history] == [1, 3]
     assert all(set(entry) == HISTORY_KEYS for entry in outcome.history)
-    np.testing.assert_allclose([e["alpha"] for e in outcome.history], linear_alphas(settings["alpha0"], 3))
-    np.testing.assert_allclose([e["lr"] for e in outcome.history], [1e-3, 0.7e-3, 0.4e-3])
+    np.testing.assert_allclose([e["alpha"] for e in outcome.history], linear_alphas(settings["alpha0"], 3)[::2])
+    np.testing.assert_allclose([e["lr"] for e in outcome.history], [1e-3, 0.4e-3])
+
+
+def test_official_preset_reproduces_the_official_formulas(digits_setup):
+    model, build, recipe, data, _, _ = digits_setup
+    for fraction in (0.03, 0.15, 0.3):
+        forget, retain = _forget_split(data, fraction=fraction, seed=0)
+        task = _task(model, build, recipe, data, forget, retain)
+        config = NablaTau(preset="official", batch_size=32).resolve(task)
+        retain_batches, forget_batches = math.ceil(len(retain) / 32), math.ceil(len(forget) / 32)
+        assert config.epochs == min(100, int(retain_batches / (2 * forget_batches) * 6))
+        assert config.alphas[0] == pytest.approx(5 / 3 * len(forget) / (len(forget) + len(retain)))
+        assert config.extra_settings["preset"] == "official" and "gap" not in config.extra_settings
+    # Without a batch size, the small-data rule (batch 8, as if 128 retain batches) and the 100-epoch cap.
+    forget, retain = _forget_split(data, fraction=0.01, seed=0)
+    config = NablaTau(preset="official").resolve(_task(model, build, recipe, data, forget, retain))
+    assert config.batch_size == 8 and 128 * 3 // math.ceil(len(forget) / 8) > 100 and config.epochs == 100
+
+
+def test_adaptive_preset_reads_the_gap_once_and_sizes_the_run_by_it(digits_setup):
+    model, build, recipe, data, _, _ = digits_setup
+    for fraction in (0.01, 0.15, 0.3):
+        forget, retain = _forget_split(data, fraction=fraction, seed=0)
+        task = _task(model, build, recipe, data, forget, retain)
+        signals = split_signals(model, task, splits=["forget", "validation"])
+        gap = signals.group("validation").loss.mean() - signals.group("forget").loss.mean()
+        config = NablaTau().resolve(task)
+        settings = config.extra_settings
+        assert settings["preset"] == "adaptive" and settings["gap"] == pytest.approx(gap, rel=1e-9)
+        assert config.alphas[0] == pytest.approx(5 / 3 * len(forget) / (len(forget) + len(retain)))
+        scale = 1 + math.log1p(gap) / 3
+        assert settings["step_scale"] == pytest.approx(scale) and 1 < scale < 1.2  # gap ≈ 0.2 nats here
+        assert config.epochs == max(1, math.floor(128 * 3 * scale / math.ceil(len(forget) / 8)))
+        assert settings["max_epochs"] is None and config.tau_every >= config.epochs / 10
+
+
+def test_adaptive_step_budget_stays_bounded_as_the_forget_set_shrinks(digits_setup):
+    # The official rule's epochs grow as 1/|forget| until the cap (100) cuts its steps; the adaptive
+    # rule keeps its steps at ~3 × scale × 128 retain batches and its τ refreshes and history at ≤ 10 + 1.
+    model, build, recipe, data, _, _ = digits_setup
+    train = data.indices("train")
+    steps = {}
+    for n_forget in (1, 9, 45, 135, 270):
+        forget, retain = np.sort(train[:n_forget]), np.sort(train[n_forget:])
+        task = _task(model, build, recipe, data, forget, retain)
+        config = NablaTau().resolve(task)
+        forget_batches = math.ceil(n_forget / config.batch_size)
+        steps[n_forget] = config.epochs * forget_batches
+        budget = 128 * 3 * (1 + math.log1p(config.extra_settings["gap"]) / 3)
+        assert budget - forget_batches < steps[n_forget] <= budget
+        official = NablaTau(preset="official").resolve(task)
+        assert official.epochs <= 100
+    assert max(steps.values()) <= 1.2 * min(steps.values())
+    one = NablaTau().unlearn(_task(model, build, recipe, data, np.sort(train[:1]), np.sort(train[1:])))
+    assert one.settings["epochs"] > 300 and one.settings["tau_every"] >= one.settings["epochs"] / 10
+    assert len(one.history) <= 11
+
+
+def test_history_reads_the_test_split_only_with_history_mia(digits_setup, monkeypatch):
+    model, build, recipe, data, forget, retain = digits_setup
+    from auditkit import unlearning
+
+    def no_signals(*args, **kwargs):
+        raise AssertionError("the default history must not compute the audit's signals")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(unlearning, "split_signals", no_signals)
+        cheap = NablaTau(epochs=3).unlearn(_task(model, build, recipe, data, forget, retain))
+    assert all(e["mia"] is None and e["test_accuracy"] is None for e in cheap.history)
+    assert all(e["forget_loss"] > 0 and 0 <= e["forget_below_tau"] <= 1 for e in cheap.history)
+    full = NablaTau(epochs=3, history_mia=True).unlearn(_task(model, build, recipe, data, forget, retain))
+    assert all(torch.equal(full.state_dict[k], cheap.state_dict[k]) for k in cheap.state_dict)  # same training
+    unlearned = build()
+    unlearned.load_state_dict(full.state_dict)
+    signals = split_signals(unlearned, _task(unlearned, build, recipe, data, forget, retain), splits=["forget", "test"])
+    expected = lr_mia_accuracies(signals.group("forget").loss, signals.group("test").loss, seed=0).mean()
+    assert full.history[-1]["mia"] == pytest.approx(expected)
+    assert full.history[-1]["test_accuracy"] == pytest.approx(accuracy(unlearned, *data.subset(data.indices("test"))))
+    assert full.history[-1]["forget_loss"] == pytest.approx(cheap.history[-1]["forget_loss"], rel=1e-12)
+
+
+def test_unknown_preset_is_an_input_error(digits_setup):
+    model, build, recipe, data, forget, retain = digits_setup
+    with pytest.raises(InputError, match="preset") as raised:
+        NablaTau(preset="fast").unlearn(_task(model, build, recipe, data, forget, retain))
+    assert "preset=adaptive or preset=official" in raised.value.hint
 
 
 # --- τ --------------------------------------------------------------------------------------------
 
 def test_tau_is_the_validation_loss_refreshed_every_tau_every_epochs(digits_setup):
     model, build, recipe, data, forget, retain = digits_setup
-    method = NablaTau(epochs=3, tau_every=2)
+    method = NablaTau(epochs=4, tau_every=2)
     history = method.unlearn(_task(model, build, recipe, data, forget, retain)).history
+    assert [entry["epoch"] for entry in history] == [1, 3, 4]  # the refreshes (epochs 1, 3) and the last
     taus = [entry["tau"] for entry in history]
     validation_loss = split_signals(model, _task(model, build, recipe, data, forget, retain),
                                     splits=["validation"]).loss.mean()
     assert taus[0] == pytest.approx(validation_loss, rel=1e-12)
-    assert taus[0] == taus[1] and taus[2] != taus[1]
+    assert taus[1] != taus[0] and taus[2] == taus[1]
 
     # Scrambling the test labels changes nothing in τ; scrambling validation labels changes τ.
     test, validation = data.indices("test"), data.indices("validation")
@@ -197,9 +284,14 @@ def test_non_finite_loss_aborts_with_a_hint(digits_setup):
     model, build, recipe, data, forget, retain = digits_setup
     poisoned = _with_rows(data, forget, features=float("inf"))
     with pytest.raises(RunError) as raised:
-        NablaTau(epochs=2).unlearn(_task(model, build, recipe, poisoned, forget, retain))
+        NablaTau(epochs=2, preset="official").unlearn(_task(model, build, recipe, poisoned, forget, retain))
     assert "forget epoch 1" in raised.value.message and "nan" in raised.value.message
     assert "learning rate" in raised.value.hint
+    # The default preset measures the model before the first step, and stops there.
+    with pytest.raises(RunError) as raised:
+        NablaTau(epochs=2).unlearn(_task(model, build, recipe, poisoned, forget, retain))
+    assert "before unlearning" in raised.value.message and "nan" in raised.value.message
+    assert "finite losses on the forget" in raised.value.hint
 
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the NaN model's signals, on purpose
@@ -232,6 +324,10 @@ def test_progress_is_reported_once_per_forget_epoch(digits_setup):
     reports: list[Progress] = []
     NablaTau(epochs=3).unlearn(_task(model, build, recipe, data, forget, retain), progress=reports.append)
     assert [(r.stage, r.completed, r.total) for r in reports] == [("nabla-tau", i, 3) for i in (1, 2, 3)]
+    assert "forget loss" in reports[-1].message and "MIA" not in reports[-1].message
+    reports.clear()
+    NablaTau(epochs=3, history_mia=True).unlearn(_task(model, build, recipe, data, forget, retain),
+                                                 progress=reports.append)
     assert "MIA" in reports[-1].message
 
 
@@ -288,12 +384,12 @@ def test_methods_are_registered_under_their_entry_point_names():
         assert registry.get("methods", name) is cls
 
 
-def test_finetune_defaults_to_twice_the_nabla_tau_epochs(digits_setup):
+def test_finetune_defaults_to_twice_the_official_nabla_tau_epochs(digits_setup):
     model, build, recipe, data, _, _ = digits_setup
     forget, retain = _forget_split(data, fraction=0.5, seed=0)  # equal sets: 3 and 6 epochs
     task = _task(model, build, recipe, data, forget, retain)
     # An explicit batch size keeps the official formula (the small-data step rule would lengthen both runs).
-    assert NablaTau(batch_size=8).unlearn(task).settings["epochs"] == 3
+    assert NablaTau(batch_size=8, preset="official").unlearn(task).settings["epochs"] == 3
     finetune = Finetune(batch_size=8).unlearn(_task(model, build, recipe, data, forget, retain))
     assert finetune.settings["epochs"] == 6 and finetune.settings["alpha0"] == 0.0
 
@@ -362,7 +458,8 @@ def test_nabla_tau_forgets_like_retraining_on_mnist1d():
         return lr_mia_accuracies(forget_losses, test_losses, seed=seed).mean(), accuracy(audited, *data.subset(test))
 
     original_mia, original_accuracy = mia_and_accuracy(model.state_dict())
-    nabla = NablaTau().unlearn(_task(model, build, recipe, data, forget, retain, seed=seed))
+    nabla = NablaTau(preset="official", history_mia=True).unlearn(
+        _task(model, build, recipe, data, forget, retain, seed=seed))
     finetune = Finetune(epochs=nabla.settings["epochs"]).unlearn(_task(model, build, recipe, data, forget, retain,
                                                                       seed=seed))
     retrain = Retrain().unlearn(_task(model, build, recipe, data, forget, retain, seed=seed))
@@ -375,3 +472,31 @@ def test_nabla_tau_forgets_like_retraining_on_mnist1d():
     assert original_accuracy - nabla_accuracy <= 0.02
     assert abs(nabla_mia - retrain_mia) < abs(finetune_mia - retrain_mia)
     assert nabla.history[-1]["mia"] == pytest.approx(nabla_mia)  # the history measures the same attack
+
+
+# --- the presets through the CLI and the Python API -----------------------------------------------
+
+def test_presets_through_the_cli_and_the_api(tmp_path, monkeypatch, capsys):
+    import auditkit
+    from auditkit.cli import cli
+    from auditkit.cli.app import run_cli
+    from auditkit.evidence.record import RunRecord
+
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(cli, ["-q", "train", "--epochs", "20", "--out", "digits.pt"]) == 0
+    data = DigitsDataset().load()
+    ids = sorted(data.ids[data.indices("train")][:12])
+    (tmp_path / "request.csv").write_text("id\n" + "\n".join(ids) + "\n", encoding="utf-8")
+    code = run_cli(cli, ["-q", "forget", "--checkpoint", "digits.pt", "--ids", "request.csv", "--no-audit",
+                         "--option", "preset=official", "--out", "runs/official"])
+    assert code == 0, capsys.readouterr().err
+    settings = RunRecord.load(tmp_path / "runs" / "official" / "record.json").method["settings"]
+    assert settings["preset"] == "official" and settings["epochs_rule"].endswith("(official)")
+    assert settings["alpha0"] == pytest.approx(5 / 3 * 12 / len(data.indices("train")))
+    record = auditkit.forget("digits.pt", "request.csv", out="runs/adaptive", audit=False)
+    adaptive = record.method["settings"]
+    assert adaptive["preset"] == "adaptive" and adaptive["gap"] > 0 and adaptive["step_scale"] > 1
+    assert all(entry["mia"] is None for entry in record.history)
+    with pytest.raises(InputError, match="preset"):
+        auditkit.forget("digits.pt", "request.csv", out="runs/bad", audit=False, method_options={"preset": "quick"})
+    assert not (tmp_path / "runs" / "bad").exists()

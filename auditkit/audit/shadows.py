@@ -224,7 +224,7 @@ def train_shadows(
         progress(Progress(stage, k + 1, total, message=plan.label))
         return state, sha256_file(plan.path)
 
-    results = map_units(unit, total)
+    results = map_units(unit, total, stage=stage.replace("-", " "))
     models = [_model(trainer, state) for state, _ in results]
     hashes = [digest for _, digest in results]
     split = references + never_seen

@@ -21,6 +21,7 @@ from auditkit.cli.train import train
 from auditkit.cli.verify import verify
 
 MAX_THREADS = 1024
+MAX_WORKERS = 256
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,11 +34,18 @@ MAX_THREADS = 1024
               envvar="AUDITKIT_THREADS",
               help="CPU threads for torch (env AUDITKIT_THREADS). One is fastest for the small bundled "
                    "models; raise it for large ones.")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, envvar="AUDITKIT_WORKERS",
+@click.option("--loader-workers", type=click.IntRange(min=0), default=0, show_default=True,
+              envvar="AUDITKIT_LOADER_WORKERS",
               help="DataLoader worker processes reading streamed datasets such as imagefolder (env "
-                   "AUDITKIT_WORKERS); results do not depend on it.")
+                   "AUDITKIT_LOADER_WORKERS); results do not depend on it.")
+@click.option("--workers", type=click.IntRange(min=1, max=MAX_WORKERS), default=1, show_default=True,
+              envvar="AUDITKIT_WORKERS",
+              help="Worker processes on this machine that share the heavy work of forget and audit (reference "
+                   "models; ∇τ's batches), through torch's elastic launcher (env AUDITKIT_WORKERS). Audit "
+                   "results do not depend on it; ∇τ with N > 1 is data-parallel (see README, Scaling out).")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int, quiet: bool, json_output: bool, threads: int, workers: int) -> None:
+def cli(ctx: click.Context, verbose: int, quiet: bool, json_output: bool, threads: int,
+        loader_workers: int, workers: int) -> None:
     """Forget samples from a trained PyTorch model with ∇τ, audit it with membership-inference
     attacks, and write a compliance report.
 
@@ -50,7 +58,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, json_output: bool, thread
     # torch is imported by the commands that use it (Application.start_torch): `--help` of any command,
     # `verify` and `report` never load it.
     ctx.obj = Application(verbosity=-1 if quiet else verbose, json_output=json_output, threads=threads,
-                          workers=workers)
+                          loader_workers=loader_workers, workers=workers)
 
 
 for command in (train, adopt, forget, audit, report, ids, plugins, doctor, verify, trail):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
+import os
+import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,7 +18,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as ProgressBars
 from rich.text import Text
 
-from auditkit.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_RUNTIME, AuditkitError
+from auditkit.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INCONCLUSIVE,
+    EXIT_INTERRUPTED,
+    EXIT_POLICY_FAILED,
+    EXIT_RUNTIME,
+    AuditkitError,
+)
 from auditkit.fsutil import forget_written, written
 from auditkit.messages import MAX_LINE, one_line
 from auditkit.progress import Progress, ProgressCallback
@@ -29,16 +39,42 @@ class Application:
     json_output: bool = False
     console: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
     threads: int = 1
-    workers: int = 0
+    loader_workers: int = 0
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        from auditkit import distributed
+
+        if not distributed.is_writer():  # progress, outcome and JSON come from rank 0 alone
+            self.verbosity, self.json_output = -1, False
+
+    def scale_out(self) -> int | None:
+        """With ``--workers N`` (N > 1), run this same command in N local worker processes through torch's
+        elastic launcher and return its exit code; None when this process is to do the work itself (one
+        worker, or already a worker of a launch such as ``torchrun``).
+
+        The workers print nothing but rank 0's progress and outcome; a failure comes back here and is
+        printed once, as the one ``error:``/``hint:`` pair of the run.
+        """
+        from auditkit import distributed
+
+        if self.workers <= 1 or distributed.launched():
+            return None
+        argv = _argv.get()
+        code, failure = distributed.launch(_cli_worker, (argv,), workers=self.workers)
+        if failure is not None:
+            return _fail(failure["message"], failure["hint"], code, json_output="--json" in argv,
+                         problems=failure["problems"])
+        return code
 
     def start_torch(self) -> None:
-        """Import torch and apply --threads and --workers: called by the commands that run models."""
+        """Import torch and apply --threads and --loader-workers: called by the commands that run models."""
         import torch
 
-        from auditkit.data import set_workers
+        from auditkit.data import set_loader_workers
 
         torch.set_num_threads(self.threads)
-        set_workers(self.workers)
+        set_loader_workers(self.loader_workers)
 
     def info(self, message: str) -> None:
         """A human line on stderr (hidden by -q); ``message`` is printed without rich markup, and never
@@ -155,27 +191,73 @@ def run_cli(group: click.Group, args: list[str] | None = None) -> int:
     ``"problems"``, every one, when the error lists several, e.g. a config file's); anything else is a
     bug and gets a rich traceback (exit code 3).
     """
+    from auditkit import distributed
+
     argv = list(sys.argv[1:] if args is None else args)
+    code, failure = _invoke(group, argv)
+    if failure is not None:
+        return _fail(failure["message"], failure["hint"], code, json_output="--json" in argv,
+                     problems=failure["problems"])
+    if code in (EXIT_POLICY_FAILED, EXIT_INCONCLUSIVE) and not distributed.is_writer():
+        # Under torchrun the first non-zero exit is "the" failure and the others are stopped: the writer's
+        # code alone carries the outcome, and a rank that finished its share exits 0.
+        return 0
+    return code
+
+
+#: The arguments of the invocation being run: ``--workers`` relaunches the same command line.
+_argv: contextvars.ContextVar[list[str]] = contextvars.ContextVar("argv", default=[])
+
+
+def _invoke(group: click.Group, argv: list[str]) -> tuple[int, dict[str, Any] | None]:
+    """Run ``group`` on ``argv``: the exit code, and the expected failure to print (None when none)."""
+    from auditkit import distributed
+
     forget_written()
+    token = _argv.set(argv)
+    code, failure = 0, None
     try:
         result = group.main(args=argv, standalone_mode=False)
+        code = result if isinstance(result, int) else 0
     except AuditkitError as exc:
-        return _fail(exc.message, exc.hint, exc.exit_code, json_output="--json" in argv,
-                     problems=getattr(exc, "problems", None))
+        code, failure = exc.exit_code, _failure(exc.message, exc.hint, getattr(exc, "problems", None))
     except (click.exceptions.Abort, KeyboardInterrupt):
         done = written()  # Ctrl-C or SIGTERM: say truthfully what is already in place
         message = f"interrupted after writing {'; '.join(done)}" if done else "interrupted; nothing was written"
         hint = "what is named above is complete; nothing else was written" if done else None
-        return _fail(message, hint, EXIT_INTERRUPTED, json_output="--json" in argv)
+        code, failure = EXIT_INTERRUPTED, _failure(message, hint)
     except click.ClickException as exc:
-        return _fail(exc.format_message(), "run the command with --help for its usage", EXIT_BAD_INPUT,
-                     json_output="--json" in argv)
+        code, failure = EXIT_BAD_INPUT, _failure(exc.format_message(), "run the command with --help for its usage")
     except click.exceptions.Exit as exc:
-        return exc.exit_code
+        code = exc.exit_code
     except Exception:
         Console(stderr=True, highlight=False).print_exception(show_locals=False)
-        return EXIT_RUNTIME
-    return result if isinstance(result, int) else 0
+        code = EXIT_RUNTIME
+    finally:
+        _argv.reset(token)
+    distributed.leave(clean=failure is None and code != EXIT_RUNTIME)
+    return code, failure
+
+
+def _failure(message: str, hint: str | None, problems: list[str] | None = None) -> dict[str, Any]:
+    return {"message": message, "hint": hint, "problems": problems}
+
+
+def _cli_worker(argv: list[str]) -> tuple[int, dict[str, Any] | None]:
+    """One worker of ``--workers``: the command in this process, as a rank of the launch. Its failure goes
+    back to the launching process, which prints it once (ranks agree on an error: they share every
+    decision through :mod:`auditkit.distributed`)."""
+    from auditkit.cli import _terminate, cli
+
+    signal.signal(signal.SIGTERM, _terminate)
+    code, failure = _invoke(cli, argv)
+    if code == EXIT_INTERRUPTED:  # the agent is stopping the workers (one died, or Ctrl-C): it reads no result
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    # The agent keeps a finished worker until it has read the result; a SIGTERM then just ends it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return code, failure
 
 
 def _fail(message: str, hint: str | None, code: int, *, json_output: bool, problems: list[str] | None = None) -> int:

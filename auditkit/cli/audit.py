@@ -34,6 +34,8 @@ def audit(app: Application, **flags) -> int:
     """
     from auditkit.pipeline import run_audit_checkpoint
 
+    if (code := app.scale_out()) is not None:  # --workers N: this command again, in N worker processes
+        return code
     app.start_torch()
 
     from auditkit.errors import InputError

@@ -48,6 +48,8 @@ def forget(app: Application, **flags) -> int:
     if flags["retrain_reference"] and flags["retrained"] is not None:
         raise InputError("--retrain-reference and --retrained both name the retrained reference model",
                          hint="pass --retrained PATH to use a model you retrained, or --retrain-reference to train one")
+    if (code := app.scale_out()) is not None:  # --workers N: this command again, in N worker processes
+        return code
     settings = settings_from_options(flags, kind="forget")
     app.detail(f"forgetting with {settings.method} from {settings.checkpoint} into {settings.out}")
     with app.progress() as progress:

@@ -157,6 +157,7 @@ def collect_provenance(
     inputs: dict[str, str],
     started: str,
     finished: str,
+    processes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The provenance block of a record.
 
@@ -167,6 +168,7 @@ def collect_provenance(
         config_sha256: SHA-256 of the auditkit.toml used, or None.
         inputs: SHA-256 of every input file, keyed by role (``checkpoint``, ``request``, ``plugin:<path>``).
         started, finished: UTC times from :func:`utc_now`.
+        processes: how many processes shared the run (:func:`auditkit.distributed.describe`); default one.
     """
     import torch  # local: keeps `import auditkit.evidence.record` light for `auditkit verify`
 
@@ -188,6 +190,7 @@ def collect_provenance(
         "started_utc": started,
         "finished_utc": finished,
         "inputs": dict(sorted(inputs.items())),
+        "processes": processes or {"world_size": 1, "local_world_size": 1, "nodes": 1, "backend": None},
     }
 
 

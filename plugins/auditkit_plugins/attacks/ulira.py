@@ -95,7 +95,7 @@ class UliraAttack(Attack):
     them on the whole retain set, so a shadow differs from the audited model's situation only by its seed;
     ``halves`` on the reference models' random retain halves, as LiRA does (the never-seen shadows are then
     reference models, shared with lira-offline and rmia), which trains on half the data the audited model
-    did and so shifts every value (see the README's measurement). Per forgotten ID, one Gaussian per kind of its logit-scaled
+    did, so its shadows differ from the audited model in data size as well as seed. Per forgotten ID, one Gaussian per kind of its logit-scaled
     confidence; score = the log likelihood ratio of the audited model's value; p-value = the chance that a
     model that never saw the ID scores at least as high (exact for the fitted Gaussians, with the
     never-seen fit's predictive spread); flagged = rejected by Benjamini–Hochberg at the smaller of

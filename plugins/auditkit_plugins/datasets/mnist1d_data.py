@@ -23,13 +23,16 @@ class Mnist1dDataset(DatasetPlugin):
     PLUGIN_NAME = "mnist1d"
     DESCRIPTION = "MNIST-1D benchmark generated offline (40 features, 10 classes, 5,000 samples by default)"
     OPTIONS = {"split_seed": 0, "train_fraction": 0.4, "validation_fraction": 0.2,
-               "num_samples": 5000, "generator_seed": 42}
+               "num_samples": 5000, "generator_seed": 42, "sequence": False}
     DEFAULT_MODEL = "mlp"
     DEFAULT_MODEL_OPTIONS = {"widths": (256, 256)}
     DEFAULT_RECIPE = TrainRecipe(epochs=30, batch_size=32, lr=1e-3)
 
     def load(self) -> SampleSet:
-        """``[num_samples, 40]`` features (zero mean, unit std), IDs ``mnist1d-00000`` …"""
+        """``[num_samples, 40]`` features (``[num_samples, 1, 40]`` with ``sequence``, for the ``cnn``).
+
+        IDs ``mnist1d-00000`` …
+        """
         from mnist1d.data import get_dataset_args, make_dataset
 
         args = get_dataset_args()
@@ -46,5 +49,7 @@ class Mnist1dDataset(DatasetPlugin):
         features = np.concatenate([generated["x"], generated["x_test"]])
         labels = np.concatenate([generated["y"], generated["y_test"]]).astype(np.int64)
         ids = np.asarray([f"mnist1d-{i:05d}" for i in range(len(labels))])
+        if self.options["sequence"]:
+            features = features[:, None, :]
         return sample_set(self.PLUGIN_NAME, ids, features, labels, split_for(labels, self.options), self.options,
                           num_classes=10)
