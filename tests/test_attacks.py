@@ -166,3 +166,13 @@ def test_readme_custom_attack_example_runs(tmp_path):
 def test_signal_table_columns_are_what_attacks_read():
     assert {f.name for f in dataclasses.fields(SignalTable)} >= {"loss", "entropy", "modified_entropy", "confidence",
                                                                   "scaled_confidence", "grad_norm", "logits"}
+
+
+def test_u_lira_abstains_when_shadows_of_one_kind_are_identical():
+    """Identical shadows (a spread of exactly 0) leave nothing to test against: abstain, not NaN scores."""
+    data = synthetic_input(seed=4, pairs=4)
+    table = data.target
+    copies = np.repeat(table.never_seen_logits[:1], len(table.never_seen_logits), axis=0)
+    data = dataclasses.replace(data, target=dataclasses.replace(table, never_seen_logits=copies))
+    output = REGISTRY.create("attacks", "u-lira", shadows=8).score(data)
+    assert output.scores is None and "spread 0" in output.abstained

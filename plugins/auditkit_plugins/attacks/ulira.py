@@ -148,6 +148,11 @@ class UliraAttack(Attack):
         # and pooling its smaller spread would overstate every forgotten ID's evidence. (The test rows'
         # scores only feed the descriptive AUC.)
         scores, p_values = score_ids(target.scaled_confidence, unlearned, never_seen, variance=variance, pool=members)
+        if not (np.isfinite(scores[members]).all() and np.isfinite(p_values[members]).all()):
+            # A spread of exactly 0 (identical shadows of one kind) leaves no distribution to test against.
+            return AttackOutput(scores=None, abstained=(
+                "the shadows of one kind agree exactly at some forgotten ID (spread 0), so no likelihood ratio "
+                "can be computed; use more shadows or check that they differ"))
         rate = min(float(self.options["fdr"]), 1 - data.level)
         flagged = benjamini_hochberg(p_values[members], rate=rate)
         n, k = int(members.sum()), int(flagged.sum())
