@@ -27,7 +27,7 @@ from torch import nn
 
 from auditkit import distributed, ops
 from auditkit.audit.metrics import lr_mia_accuracies
-from auditkit.audit.signals import SignalTable, compute_signals
+from auditkit.audit.signals import SignalTable, compute_signals, exact_loss, true_class_log_odds
 from auditkit.data import stream
 from auditkit.errors import InputError, RunError
 from auditkit.interfaces import UnlearningOutcome, UnlearningTask
@@ -144,17 +144,14 @@ def split_signals(model: nn.Module, task: UnlearningTask, *, splits: Sequence[st
 def split_losses(model: nn.Module, task: UnlearningTask, *, splits: Sequence[str]) -> dict[str, np.ndarray]:
     """Per-sample float64 cross-entropy ``{split: [n_split]}`` of ``model`` (eval mode) on the task's ``splits``.
 
-    The loss alone, for τ and the history: one forward pass, no other signal. Computed as
-    ``log(1 + e^−(z_y − logsumexp_{j≠y} z_j))`` from float64 logits, the same exact form
-    :func:`auditkit.audit.signals.compute_signals` uses, so a memorised sample's loss does not round to 0.
+    The loss alone, for τ and the history: one forward pass, no other signal, computed from float64 logits
+    as :func:`auditkit.audit.signals.compute_signals` computes it, so a memorised sample's loss does not
+    round to 0.
     """
     positions = [np.asarray(getattr(task, split), dtype=np.int64) for split in splits]
     rows = task.data.rows(np.concatenate(positions))
-    logits = predict_logits(model, rows).double().cpu()
-    labels = rows.labels[:, None]
-    true = logits.gather(1, labels)
-    others = logits.scatter(1, labels, -math.inf).logsumexp(1, keepdim=True)
-    losses = torch.logaddexp(torch.zeros(()), others - true)[:, 0].numpy()
+    logits = predict_logits(model, rows).double().cpu().numpy()
+    losses = exact_loss(true_class_log_odds(logits, rows.labels.numpy()))
     bounds = np.cumsum([0, *map(len, positions)])
     return {split: losses[start:end] for split, start, end in zip(splits, bounds[:-1], bounds[1:])}
 

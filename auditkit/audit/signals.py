@@ -133,6 +133,16 @@ def true_class_log_odds(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (true - others).numpy()
 
 
+def exact_loss(log_odds: np.ndarray) -> np.ndarray:
+    """Per-sample cross-entropy ``−log p_y = log(1 + e^(−log-odds))`` from :func:`true_class_log_odds`.
+
+    Exact even where ``log_softmax`` returns exactly 0 for ``p_y ≈ 1`` (memorised samples); a diverged
+    model's NaN logits give NaN losses, which callers refuse.
+    """
+    with np.errstate(invalid="ignore"):
+        return np.logaddexp(0.0, -np.asarray(log_odds, dtype=np.float64))
+
+
 def compute_signals(
     model: nn.Module,
     data: SampleSet,
@@ -170,9 +180,7 @@ def compute_signals(
     _, grad_norm = cross_entropy_stats(logits, device_labels, backend=backend)
     logits = logits.cpu()
     log_odds = torch.as_tensor(true_class_log_odds(logits.numpy(), labels.numpy()))
-    # -log p_y = log(1 + e^(-log-odds)): exact even where log_softmax returns exactly 0 for p_y ≈ 1.
-    with np.errstate(invalid="ignore"):  # a diverged model's NaN logits give NaN losses, which callers refuse
-        loss = torch.as_tensor(np.logaddexp(0.0, -log_odds.numpy()))
+    loss = torch.as_tensor(exact_loss(log_odds.numpy()))
     log_probs = logits.log_softmax(1).scatter(1, labels[:, None], -loss[:, None])
     probs = log_probs.exp()
     # 1 - p_y = p_y·e^(-log-odds), again without cancellation.
