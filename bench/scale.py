@@ -36,13 +36,14 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from _compare import fmt, summarise_against_retrain
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKLOADS = ("tensors-50k", "mnist1d-40k")
@@ -206,32 +207,11 @@ def child(args: list[str], *, threads: int, timeout: float) -> dict:
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Per workload × fraction × method: means over seeds and the worst gap to the same seed's retraining."""
-    summary = []
-    keys = sorted({(r["workload"], r["fraction"], r["method"]) for r in rows},
-                  key=lambda k: (k[0], k[1], ["original", *METHODS].index(k[2])))
-    for name, fraction, method in keys:
-        cell = [r for r in rows if (r["workload"], r["fraction"], r["method"]) == (name, fraction, method)]
-        retrained = {r["seed"]: r for r in rows
-                     if (r["workload"], r["fraction"], r["method"]) == (name, fraction, "retrain")}
-        entry = {"workload": name, "fraction": fraction, "method": method, "seeds": len(cell)}
-        for metric in ("mia_loss", "auc_loss", "acc_test", "seconds", "peak_rss_mib"):
-            values = [r[metric] for r in cell if r.get(metric) is not None]
-            entry[metric] = statistics.fmean(values) if values else None
-        paired = [(r, retrained[r["seed"]]) for r in cell if r["seed"] in retrained]
-        if paired and method not in ("retrain", "original"):
-            entry["time_ratio"] = max(r["seconds"] / t["seconds"] for r, t in paired)
-            entry["mia_gap"] = max(abs(r["mia_loss"] - t["mia_loss"]) for r, t in paired)
-            entry["auc_gap"] = max(abs(r["auc_loss"] - t["auc_loss"]) for r, t in paired)
-            entry["acc_gap"] = max(abs(r["acc_test"] - t["acc_test"]) for r, t in paired)
-            entry["signed_mia_gap"] = statistics.fmean(r["mia_loss"] - t["mia_loss"] for r, t in paired)
-            entry["signed_acc_gap"] = statistics.fmean(r["acc_test"] - t["acc_test"] for r, t in paired)
-        entry["loadavg_1min"] = [r["loadavg_before"][0] for r in cell if "loadavg_before" in r]
-        summary.append(entry)
+    summary = summarise_against_retrain(rows, group="workload", methods=METHODS,
+                                        metrics=("mia_loss", "auc_loss", "acc_test", "seconds", "peak_rss_mib"),
+                                        gaps={"mia_gap": "mia_loss", "auc_gap": "auc_loss", "acc_gap": "acc_test"},
+                                        signed=("mia_gap", "acc_gap"))
     return summary
-
-
-def _fmt(value, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
 
 
 def print_table(summary: list[dict]) -> None:
@@ -240,12 +220,12 @@ def print_table(summary: list[dict]) -> None:
     print(head)
     print("|" + "---|" * head.count(" | ") + "---|")
     for e in summary:
-        load = ", ".join(f"{x:.1f}" for x in e["loadavg_1min"]) or "n/a"
-        print(f"| {e['workload']} | {e['fraction']} | {e['method']} | {e['seeds']} | {_fmt(e['seconds'], '.1f')} "
-              f"| {_fmt(e.get('time_ratio'), '.3f')} | {_fmt(e['mia_loss'], '.3f')} "
-              f"| {_fmt(e.get('signed_mia_gap'), '+.3f')} | {_fmt(e['auc_loss'], '.3f')} "
-              f"| {_fmt(e.get('auc_gap'), '.3f')} | {_fmt(e['acc_test'], '.3f')} "
-              f"| {_fmt(e.get('signed_acc_gap'), '+.3f')} | {_fmt(e['peak_rss_mib'], '.0f')} | {load} |")
+        load = ", ".join(f"{x:.1f}" for x in e.get("loadavg_1min", [])) or "n/a"
+        print(f"| {e['workload']} | {e['fraction']} | {e['method']} | {e['seeds']} | {fmt(e['seconds'], '.1f')} "
+              f"| {fmt(e.get('time_ratio'), '.3f')} | {fmt(e['mia_loss'], '.3f')} "
+              f"| {fmt(e.get('signed_mia_gap'), '+.3f')} | {fmt(e['auc_loss'], '.3f')} "
+              f"| {fmt(e.get('auc_gap'), '.3f')} | {fmt(e['acc_test'], '.3f')} "
+              f"| {fmt(e.get('signed_acc_gap'), '+.3f')} | {fmt(e['peak_rss_mib'], '.0f')} | {load} |")
 
 
 def main(argv: list[str] | None = None) -> int:

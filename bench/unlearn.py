@@ -23,7 +23,6 @@ import copy
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from datetime import datetime, timezone
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from _compare import fmt, summarise_against_retrain
 from auditkit.audit.metrics import lr_mia_accuracies
 from auditkit.fsutil import atomic_write_text
 from auditkit.interfaces import UnlearningMethod, UnlearningTask
@@ -141,37 +141,14 @@ def run_dataset(registry: Registry, name: str, *, seed: int, fractions, methods,
     return rows
 
 
-def _mean(values) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.fmean(present) if present else None
-
-
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean over seeds per dataset × fraction × method, plus ∇τ's distance to retraining per cell."""
-    keys = sorted({(r["dataset"], r["fraction"], r["method"]) for r in rows},
-                  key=lambda k: (k[0], k[1], list(("original", *METHODS)).index(k[2])))
-    metrics = ("mia_loss", "mia_entropy", "auc_loss", "acc_retain", "acc_forget", "acc_test", "seconds",
-               "peak_rss_mib")
-    summary = []
-    for dataset, fraction, method in keys:
-        cell = [r for r in rows if (r["dataset"], r["fraction"], r["method"]) == (dataset, fraction, method)]
-        entry = {"dataset": dataset, "fraction": fraction, "method": method, "seeds": len(cell),
-                 **{m: _mean([r[m] for r in cell]) for m in metrics}}
-        retrained = {r["seed"]: r for r in rows
-                     if (r["dataset"], r["fraction"], r["method"]) == (dataset, fraction, "retrain")}
-        paired = [(r, retrained[r["seed"]]) for r in cell if r["seed"] in retrained and method != "original"]
-        if paired and method != "retrain":
-            gaps = [abs(r["mia_loss"] - t["mia_loss"]) for r, t in paired
-                    if r["mia_loss"] is not None and t["mia_loss"] is not None]
-            entry["mia_gap"] = max(gaps) if gaps else None
-            entry["acc_gap"] = max(abs(r["acc_test"] - t["acc_test"]) for r, t in paired)
-            entry["time_ratio"] = max(r["seconds"] / t["seconds"] for r, t in paired)
-        summary.append(entry)
+    summary = summarise_against_retrain(
+        rows, group="dataset", methods=METHODS,
+        metrics=("mia_loss", "mia_entropy", "auc_loss", "acc_retain", "acc_forget", "acc_test", "seconds",
+                 "peak_rss_mib"),
+        gaps={"mia_gap": "mia_loss", "acc_gap": "acc_test"})
     return summary
-
-
-def _fmt(value, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
 
 
 def print_table(summary: list[dict]) -> None:
@@ -181,11 +158,11 @@ def print_table(summary: list[dict]) -> None:
     print(head)
     print("|" + "---|" * head.count(" | ") + "---|")
     for e in summary:
-        print(f"| {e['dataset']} | {e['fraction']} | {e['method']} | {e['seeds']} | {_fmt(e['mia_loss'], '.3f')} "
-              f"| {_fmt(e['mia_entropy'], '.3f')} | {_fmt(e['auc_loss'], '.3f')} | {_fmt(e['acc_retain'], '.3f')} "
-              f"| {_fmt(e['acc_forget'], '.3f')} | {_fmt(e['acc_test'], '.3f')} | {_fmt(e['seconds'], '.2f')} "
-              f"| {_fmt(e['peak_rss_mib'], '.0f')} | {_fmt(e.get('mia_gap'), '.3f')} "
-              f"| {_fmt(e.get('acc_gap'), '.3f')} | {_fmt(e.get('time_ratio'), '.2f')} |")
+        print(f"| {e['dataset']} | {e['fraction']} | {e['method']} | {e['seeds']} | {fmt(e['mia_loss'], '.3f')} "
+              f"| {fmt(e['mia_entropy'], '.3f')} | {fmt(e['auc_loss'], '.3f')} | {fmt(e['acc_retain'], '.3f')} "
+              f"| {fmt(e['acc_forget'], '.3f')} | {fmt(e['acc_test'], '.3f')} | {fmt(e['seconds'], '.2f')} "
+              f"| {fmt(e['peak_rss_mib'], '.0f')} | {fmt(e.get('mia_gap'), '.3f')} "
+              f"| {fmt(e.get('acc_gap'), '.3f')} | {fmt(e.get('time_ratio'), '.2f')} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def log(row: dict) -> None:
         print(f"  {row['dataset']} seed {row['seed']} {row['fraction']}% {row['method']}: "
-              f"MIA {_fmt(row['mia_loss'], '.3f')} test acc {row['acc_test']:.3f} {row['seconds']:.1f}s",
+              f"MIA {fmt(row['mia_loss'], '.3f')} test acc {row['acc_test']:.3f} {row['seconds']:.1f}s",
               file=sys.stderr, flush=True)
 
     registry = Registry.default()
