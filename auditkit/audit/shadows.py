@@ -279,7 +279,7 @@ def _compute(trainer: ShadowTrainer, data: SampleSet, plan: _Plan, unlearning: S
         test=np.asarray(unlearning.test, dtype=np.int64), seed=plan.seed, backend=unlearning.backend,
         device=trainer.device,
     )
-    return {name: tensor.detach().cpu() for name, tensor in unlearning.method.unlearn(task).state_dict.items()}
+    return _cpu(unlearning.method.unlearn(task).state_dict)
 
 
 def _cached(trainer: ShadowTrainer, path: Path, compute: Callable[[], dict[str, torch.Tensor]]
@@ -311,7 +311,11 @@ def _plain(options: dict) -> dict:
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    return _cpu(model.state_dict())
+
+
+def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().cpu() for name, tensor in state.items()}
 
 
 def _model(trainer: ShadowTrainer, state: dict[str, torch.Tensor]) -> nn.Module:

@@ -68,10 +68,11 @@ class NablaTau(UnlearningMethod):
             snapshot = split_losses(task.model.to(task.device), task, splits=["forget", "validation"])
             forget_loss, tau = float(snapshot["forget"].mean()), float(snapshot["validation"].mean())
             gap = forget_loss_gap(forget_loss=forget_loss, tau=tau)
-            retain_passes = OFFICIAL_RETAIN_PASSES * adaptive_step_scale(gap=gap)
+            scale = adaptive_step_scale(gap=gap)
+            retain_passes = OFFICIAL_RETAIN_PASSES * scale
             loop = {"max_tau_refreshes": ADAPTIVE_MAX_TAU_REFRESHES}
             settings.update(epochs_rule="3 × (1 + ln(1 + gap) / 3) retain passes, no epoch cap (adaptive)",
-                            gap=gap, step_scale=adaptive_step_scale(gap=gap), forget_loss_before=forget_loss,
+                            gap=gap, step_scale=scale, forget_loss_before=forget_loss,
                             tau_before=tau)
         alpha0 = default_alpha(n_forget=n_forget, n_train=n_train) if alpha is None else alpha
         if optional_number(self.options, "epochs", int) is not None:
